@@ -1,0 +1,26 @@
+# `make demo` is the main job; `make test` is the test command CI runs. Both build .venv from the
+# pinned lock when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.zoo-installed
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements/lock.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/lock.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m zoo demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests parity_tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
