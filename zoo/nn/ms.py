@@ -1,0 +1,159 @@
+"""MindSpore layers built with PyTorch's arguments and meanings.
+
+MindSpore's own layer defaults differ from PyTorch's in ways that change numbers silently
+(see shared/specs/mindspore_vs_pytorch.md): Conv2d pads 'same' and has no bias, BatchNorm's
+momentum weighs the *old* statistic, LayerNorm's epsilon is 1e-7, GELU is the tanh form, Dropout's
+first argument is the keep probability, and pools default to stride 1. Every model in the zoo builds
+its MindSpore layers through the constructors below, which take exactly the arguments of the
+``torch.nn`` layer of the same name and return the plain ``mindspore.nn`` cell (so the converter
+can recognise cells by type).
+
+Only legacy ``mindspore.nn``/``ops`` is used: these run on CPU, GPU and Ascend, in GRAPH and
+PYNATIVE mode.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn, ops
+from mindspore.common import initializer as msinit
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _pair(v: IntPair) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def Conv2d(in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+           padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True) -> nn.Conv2d:
+    """``torch.nn.Conv2d`` semantics: explicit symmetric zero padding, bias on by default.
+
+    The default initialisation matches PyTorch's (kaiming-uniform with a=sqrt(5), bias uniform
+    in +-1/sqrt(fan_in)).
+    """
+    if isinstance(padding, str):
+        raise ValueError("pass padding as an int or (ph, pw); string padding is not supported")
+    ph, pw = _pair(padding)
+    return nn.Conv2d(in_channels, out_channels, _pair(kernel_size), stride=_pair(stride), pad_mode="pad",
+                     padding=(ph, ph, pw, pw), dilation=_pair(dilation), group=groups, has_bias=bias)
+
+
+def Linear(in_features: int, out_features: int, bias: bool = True) -> nn.Dense:
+    """``torch.nn.Linear``: weight (out, in), PyTorch's default initialisation."""
+    return nn.Dense(in_features, out_features, has_bias=bias)
+
+
+def BatchNorm2d(num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> nn.BatchNorm2d:
+    """``torch.nn.BatchNorm2d``: ``momentum`` weighs the new batch statistic, as in PyTorch.
+
+    MindSpore's momentum weighs the old running statistic, so it is passed as ``1 - momentum``.
+    """
+    return nn.BatchNorm2d(num_features, eps=eps, momentum=1.0 - momentum, affine=affine)
+
+
+def BatchNorm1d(num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(num_features, eps=eps, momentum=1.0 - momentum, affine=affine)
+
+
+def LayerNorm(normalized_shape: Union[int, Sequence[int]], eps: float = 1e-5) -> nn.LayerNorm:
+    """``torch.nn.LayerNorm`` over the trailing dims with PyTorch's epsilon (MindSpore's is 1e-7)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    axis = -len(shape)
+    return nn.LayerNorm(shape, begin_norm_axis=axis, begin_params_axis=axis, epsilon=eps)
+
+
+def GELU(approximate: str = "none") -> nn.GELU:
+    """``torch.nn.GELU``: exact (erf) by default; MindSpore's default is the tanh form."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return nn.GELU(approximate=approximate == "tanh")
+
+
+def Dropout(p: float = 0.5) -> nn.Dropout:
+    """``torch.nn.Dropout(p)``: p is the drop probability (MindSpore's first argument is keep_prob)."""
+    return nn.Dropout(p=p)
+
+
+def MaxPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0, ceil_mode: bool = False) -> nn.MaxPool2d:
+    """``torch.nn.MaxPool2d``: stride defaults to the kernel size, padding pads with -inf."""
+    stride = kernel_size if stride is None else stride
+    if _pair(padding) == (0, 0):
+        return nn.MaxPool2d(_pair(kernel_size), _pair(stride), pad_mode="valid", ceil_mode=ceil_mode)
+    return nn.MaxPool2d(_pair(kernel_size), _pair(stride), pad_mode="pad", padding=_pair(padding), ceil_mode=ceil_mode)
+
+
+def AvgPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0, ceil_mode: bool = False,
+              count_include_pad: bool = True) -> nn.AvgPool2d:
+    """``torch.nn.AvgPool2d``: stride defaults to the kernel size."""
+    stride = kernel_size if stride is None else stride
+    if _pair(padding) == (0, 0):
+        return nn.AvgPool2d(_pair(kernel_size), _pair(stride), pad_mode="valid", ceil_mode=ceil_mode)
+    return nn.AvgPool2d(_pair(kernel_size), _pair(stride), pad_mode="pad", padding=_pair(padding),
+                        ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+
+
+ReLU = nn.ReLU
+ReLU6 = nn.ReLU6
+Sigmoid = nn.Sigmoid
+Identity = nn.Identity
+SequentialCell = nn.SequentialCell
+CellList = nn.CellList
+
+
+class DropPath(nn.Cell):
+    """Per-sample stochastic depth (timm's ``DropPath``): identity in eval mode and when p == 0."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+        self.dropout = nn.Dropout(p=self.drop_prob) if self.drop_prob > 0 else None
+
+    def construct(self, x):
+        if self.dropout is None or not self.training:
+            return x
+        mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        # Dropout of a ones tensor is a 0 / (1/keep) mask: the same scaling timm applies.
+        return x * self.dropout(ops.ones(mask_shape, x.dtype))
+
+
+# --- initialisers with torch.nn.init's meanings ------------------------------------------------
+
+def _fill(param: ms.Parameter, init) -> None:
+    param.set_data(msinit.initializer(init, param.shape, param.dtype))
+
+
+def kaiming_normal_(param: ms.Parameter, mode: str = "fan_in", nonlinearity: str = "relu") -> None:
+    """``torch.nn.init.kaiming_normal_`` (a=0): std = gain / sqrt(fan), fans as PyTorch computes them."""
+    _fill(param, msinit.HeNormal(negative_slope=0, mode=mode, nonlinearity=nonlinearity))
+
+
+def normal_(param: ms.Parameter, mean: float = 0.0, std: float = 1.0) -> None:
+    _fill(param, msinit.Normal(sigma=std, mean=mean))
+
+
+def trunc_normal_(param: ms.Parameter, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> None:
+    """timm's ``trunc_normal_(std=..)``: the bounds a, b are absolute values, as in timm."""
+    _fill(param, msinit.TruncatedNormal(sigma=std, a=a, b=b))
+
+
+def constant_(param: ms.Parameter, value: float) -> None:
+    _fill(param, msinit.Constant(value))
+
+
+def zeros_(param: ms.Parameter) -> None:
+    constant_(param, 0.0)
+
+
+def ones_(param: ms.Parameter) -> None:
+    constant_(param, 1.0)
+
+
+def fan_out_normal_(param: ms.Parameter, groups: int = 1) -> None:
+    """``normal_(0, sqrt(2 / fan_out))`` with fan_out = kh*kw*out/groups (the init VAN and PVT use)."""
+    out = param.shape[0]
+    fan_out = out * int(np.prod(param.shape[2:])) // groups
+    normal_(param, 0.0, math.sqrt(2.0 / fan_out))

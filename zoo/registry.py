@@ -1,0 +1,112 @@
+"""The model registry: one entry per model name.
+
+An entry says which family a model belongs to, how to build each twin (a class name that both
+``zoo.models.<family>.pt`` and ``zoo.models.<family>.ms`` define, plus the variant's arguments),
+its default input size and preprocessing, its published figures, and the external checkpoint
+layouts its family can import. Entries are declared in each family's ``config.py``; nothing here
+imports a deep-learning framework, so ``zoo list`` stays fast.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+FRAMEWORKS = ("ms", "pt")
+
+
+@dataclass(frozen=True)
+class Published:
+    """Figures published by the reference (None where it publishes none).
+
+    ``gmacs`` counts multiply-accumulates in billions; several READMEs call this number "GFLOPs"
+    (ResNet-18 at 1.8 "GFLOPs" is 1.8 G multiply-adds). ``top1``/``top5`` are accuracies in percent.
+    """
+
+    params: Optional[int] = None
+    gmacs: Optional[float] = None
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+    dataset: str = "imagenet-1k"
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How the reference evaluated the model (what validation must reproduce)."""
+
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
+    crop_pct: float = 0.875
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    cls: str  # class defined by both zoo.models.<family>.pt and .ms
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    input_size: Tuple[int, int, int] = (3, 224, 224)
+    # a smaller input the parity tests may use (None: the architecture needs the full size)
+    test_input_size: Optional[Tuple[int, int, int]] = None
+    # kwargs the parity tests add with test_input_size (e.g. a size-agnostic head)
+    test_kwargs: Dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 1000
+    classifier: str = "fc"  # module path of the final Linear (head handling in loading)
+    published: Published = field(default_factory=Published)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    layouts: Tuple[str, ...] = ()  # external checkpoint layouts zoo.convert can import
+    # reads constructor arguments the weights determine (e.g. a kernel size) from a state dict
+    infer_kwargs: Optional[Callable[[dict], dict]] = None
+    description: str = ""
+
+    def builder(self, framework: str):
+        """The class that builds this model in ``framework`` ('ms' or 'pt')."""
+        if framework not in FRAMEWORKS:
+            raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
+        module = importlib.import_module(f"zoo.models.{self.family}.{framework}")
+        return getattr(module, self.cls)
+
+
+_REGISTRY: Dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def _ensure_loaded() -> None:
+    importlib.import_module("zoo.models")
+
+
+def get(name: str) -> ModelEntry:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown model {name!r}.{hint} `zoo list` shows the registered models.") from None
+
+
+def list_models(family: Optional[str] = None) -> list:
+    """Names of the registered models (of one family when given), in registration order."""
+    _ensure_loaded()
+    if family is not None and family not in families():
+        raise KeyError(f"unknown family {family!r}; families: {', '.join(families())}")
+    return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
+
+
+def families() -> list:
+    _ensure_loaded()
+    return list(dict.fromkeys(e.family for e in _REGISTRY.values()))
+
+
+def entries() -> Dict[str, ModelEntry]:
+    _ensure_loaded()
+    return dict(_REGISTRY)
