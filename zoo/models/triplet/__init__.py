@@ -1,0 +1,1 @@
+"""Triplet Attention family: ``config.py`` (variants), ``pt.py`` and ``ms.py`` (the twins)."""

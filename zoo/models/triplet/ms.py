@@ -1,0 +1,252 @@
+"""Triplet Attention ResNets and MobileNetV2, MindSpore twin.
+
+Same attribute names, operations and order as ``pt.py``; layers come from ``zoo.nn.ms`` so they
+carry PyTorch's defaults (padding, BatchNorm momentum, dropout probability).
+"""
+from __future__ import annotations
+
+from mindspore import nn, ops
+
+from zoo.nn import drop_path_rates
+from zoo.nn import ms as L
+from zoo.models.triplet import config as C
+
+
+# --- triplet attention ------------------------------------------------------------------------
+
+class BasicConv(nn.Cell):
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int):
+        super().__init__()
+        self.conv = L.Conv2d(in_planes, out_planes, kernel_size, stride=1, padding=(kernel_size - 1) // 2, bias=False)
+        self.bn = L.BatchNorm2d(out_planes, eps=C.GATE_BN_EPS, momentum=C.GATE_BN_MOMENTUM)
+
+    def construct(self, x):
+        return self.bn(self.conv(x))
+
+
+class ZPool(nn.Cell):
+    """Concatenate the max (channel 0) and the mean (channel 1) over axis 1."""
+
+    def construct(self, x):
+        # ops.max returns (values, indices); its gradient goes to the arg-max, as torch.max(x, 1)'s does
+        return ops.cat((ops.max(x, 1, keepdims=True)[0], x.mean(1, keep_dims=True)), 1)
+
+
+class SpatialGate(nn.Cell):
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.compress = ZPool()
+        self.spatial = BasicConv(2, 1, kernel_size)
+
+    def construct(self, x):
+        return x * ops.sigmoid(self.spatial(self.compress(x)))
+
+
+class TripletAttention(nn.Cell):
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.ChannelGateH = SpatialGate(kernel_size)
+        self.ChannelGateW = SpatialGate(kernel_size)
+        self.SpatialGate = SpatialGate(kernel_size)
+
+    def construct(self, x):
+        x_h = ops.transpose(self.ChannelGateH(ops.transpose(x, (0, 2, 1, 3))), (0, 2, 1, 3))
+        x_w = ops.transpose(self.ChannelGateW(ops.transpose(x, (0, 3, 2, 1))), (0, 3, 2, 1))
+        x_s = self.SpatialGate(x)
+        return (1 / 3) * (x_s + x_h + x_w)
+
+
+# --- ResNet -----------------------------------------------------------------------------------
+
+def _conv3x3(cin, cout, stride=1):
+    return L.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Cell):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, gate_kernel=7, drop_path=0.0):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = L.BatchNorm2d(planes)
+        self.relu = L.ReLU()
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = L.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.triplet_attention = TripletAttention(gate_kernel)
+        self.drop_path = L.DropPath(drop_path)
+
+    def construct(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = self.drop_path(self.triplet_attention(out))
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Cell):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, gate_kernel=7, drop_path=0.0):
+        super().__init__()
+        self.conv1 = L.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = L.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = L.BatchNorm2d(planes)
+        self.conv3 = L.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = L.BatchNorm2d(planes * 4)
+        self.relu = L.ReLU()
+        self.downsample = downsample
+        self.triplet_attention = TripletAttention(gate_kernel)
+        self.drop_path = L.DropPath(drop_path)
+
+    def construct(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out = self.drop_path(self.triplet_attention(out))
+        return self.relu(out + shortcut)
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Cell):
+    """See ``pt.ResNet``; the same arguments and the same function."""
+
+    def __init__(self, block="basic", layers=(2, 2, 2, 2), gate_kernel=7, stem="imagenet", num_classes=1000,
+                 in_chans=3, drop_rate=0.0, drop_path_rate=0.0, global_pool="fixed"):
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if global_pool not in C.GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {C.GLOBAL_POOLS}, got {global_pool!r}")
+        block_cls = _BLOCKS[block]
+        self.stem, self.global_pool, self.num_classes = stem, global_pool, num_classes
+        if stem == "imagenet":
+            self.conv1 = L.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = L.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = L.BatchNorm2d(64)
+        self.relu = L.ReLU()
+        self.maxpool = L.MaxPool2d(3, 2, 1) if stem == "imagenet" else L.Identity()
+        dpr = drop_path_rates(drop_path_rate, sum(layers))
+        inplanes, idx = 64, 0
+        for i, (planes, n) in enumerate(zip(C.STAGE_PLANES, layers)):
+            stride = 1 if i == 0 else 2
+            downsample = None
+            if stride != 1 or inplanes != planes * block_cls.expansion:
+                downsample = L.SequentialCell([
+                    L.Conv2d(inplanes, planes * block_cls.expansion, 1, stride=stride, bias=False),
+                    L.BatchNorm2d(planes * block_cls.expansion)])
+            blocks = []
+            for j in range(n):
+                blocks.append(block_cls(inplanes, planes, stride if j == 0 else 1, downsample if j == 0 else None,
+                                        gate_kernel, dpr[idx]))
+                inplanes, idx = planes * block_cls.expansion, idx + 1
+            setattr(self, f"layer{i + 1}", L.SequentialCell(blocks))
+        self.num_features = inplanes
+        self.avgpool = L.AvgPool2d(7 if stem == "imagenet" else 4) if global_pool == "fixed" else None
+        self.drop = L.Dropout(drop_rate)
+        self.fc = L.Linear(inplanes, num_classes)
+        self._init_weights()
+
+    def _init_weights(self):
+        """The reference's name-keyed scheme (see ``pt.ResNet._init_weights``)."""
+        L.kaiming_normal_(self.fc.weight)
+        for cell_name, cell in self.cells_and_names():
+            if isinstance(cell, nn.Conv2d) and "conv" in f"{cell_name}.weight":
+                L.kaiming_normal_(cell.weight, mode="fan_out")
+            elif isinstance(cell, nn.BatchNorm2d) and "bn" in cell_name:
+                L.constant_(cell.gamma, 0.0 if "SpatialGate" in cell_name else 1.0)
+                L.zeros_(cell.beta)
+            elif isinstance(cell, nn.Dense):
+                L.zeros_(cell.bias)
+
+    def forward_features(self, x):
+        C.check_resnet_input(x.shape[-2], x.shape[-1], self.stem, self.global_pool)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((2, 3)) if self.avgpool is None else self.avgpool(x).reshape(x.shape[0], -1)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def construct(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# --- MobileNetV2 ------------------------------------------------------------------------------
+
+class ConvBNReLU(nn.SequentialCell):
+    def __init__(self, cin, cout, kernel_size=3, stride=1, groups=1):
+        super().__init__([
+            L.Conv2d(cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            L.BatchNorm2d(cout),
+            L.ReLU6()])
+
+
+class InvertedResidual(nn.Cell):
+    def __init__(self, inp, oup, stride, expand_ratio, gate_kernel=7, drop_path=0.0):
+        super().__init__()
+        hidden = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = [ConvBNReLU(inp, hidden, kernel_size=1)] if expand_ratio != 1 else []
+        layers += [ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+                   L.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+                   L.BatchNorm2d(oup),
+                   TripletAttention(gate_kernel)]
+        self.conv = L.SequentialCell(layers)
+        self.drop_path = L.DropPath(drop_path)
+
+    def construct(self, x):
+        if self.use_res_connect:
+            return x + self.drop_path(self.conv(x))
+        return self.conv(x)
+
+
+class MobileNetV2(nn.Cell):
+    """See ``pt.MobileNetV2``."""
+
+    def __init__(self, gate_kernel=7, num_classes=1000, in_chans=3, drop_rate=C.MOBILENETV2_DROP, drop_path_rate=0.0):
+        super().__init__()
+        self.num_classes = num_classes
+        n_blocks = sum(n for _, _, n, _ in C.MOBILENETV2_SETTING)
+        dpr = drop_path_rates(drop_path_rate, n_blocks)
+        features = [ConvBNReLU(in_chans, C.MOBILENETV2_STEM, stride=2)]
+        cin = C.MOBILENETV2_STEM
+        for t, c, n, s in C.MOBILENETV2_SETTING:
+            for i in range(n):
+                features.append(InvertedResidual(cin, c, s if i == 0 else 1, t, gate_kernel, dpr[len(features) - 1]))
+                cin = c
+        features.append(ConvBNReLU(cin, C.MOBILENETV2_LAST, kernel_size=1))
+        self.features = L.SequentialCell(features)
+        self.num_features = C.MOBILENETV2_LAST
+        self.classifier = L.SequentialCell([L.Dropout(drop_rate), L.Linear(C.MOBILENETV2_LAST, num_classes)])
+        self._init_weights()
+
+    def _init_weights(self):
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.Conv2d):
+                L.kaiming_normal_(cell.weight, mode="fan_out")
+            elif isinstance(cell, nn.BatchNorm2d):
+                L.ones_(cell.gamma)
+                L.zeros_(cell.beta)
+            elif isinstance(cell, nn.Dense):
+                L.normal_(cell.weight, 0.0, 0.01)
+                L.zeros_(cell.bias)
+
+    def forward_features(self, x):
+        if min(x.shape[-2], x.shape[-1]) < 32:
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small for MobileNetV2 (at least 32 px)")
+        return self.features(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean(-1).mean(-1)
+        x = self.classifier[0](x)
+        return x if pre_logits else self.classifier[1](x)
+
+    def construct(self, x):
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,287 @@
+"""Triplet Attention ResNets and MobileNetV2, PyTorch twin.
+
+Module names and shapes follow the reference's ``MODELS/`` code, so its released checkpoints load
+with ``load_state_dict(strict=True)`` once the training wrapper (``state_dict`` key, ``module.``
+prefix) is removed. The MindSpore twin in ``ms.py`` uses the same attribute names.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.nn import drop_path_rates
+from zoo.nn.pt import DropPath
+from zoo.models.triplet import config as C
+
+
+# --- triplet attention ------------------------------------------------------------------------
+
+class BasicConv(nn.Module):
+    """conv (2 -> 1, k x k, no bias) -> BatchNorm(momentum 0.01); the reference has no ReLU here."""
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=1, padding=(kernel_size - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_planes, eps=C.GATE_BN_EPS, momentum=C.GATE_BN_MOMENTUM)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class ZPool(nn.Module):
+    """Concatenate the max (channel 0) and the mean (channel 1) over dim 1.
+
+    ``torch.max(x, 1)`` as in the reference: its gradient goes to the arg-max element (``amax``
+    would split it between exact ties).
+    """
+
+    def forward(self, x):
+        return torch.cat((torch.max(x, 1, keepdim=True)[0], x.mean(1, keepdim=True)), dim=1)
+
+
+class SpatialGate(nn.Module):
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.compress = ZPool()
+        self.spatial = BasicConv(2, 1, kernel_size)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.spatial(self.compress(x)))
+
+
+class TripletAttention(nn.Module):
+    """Three gates: over (C, W) planes, (H, C) planes and (H, W) planes, averaged.
+
+    The permutations are exactly the reference's (0,2,1,3) and (0,3,2,1), made contiguous as it
+    does (which fixes the reductions' summation order), and the sum is taken in its order,
+    (spatial + h + w) * 1/3.
+    """
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.ChannelGateH = SpatialGate(kernel_size)
+        self.ChannelGateW = SpatialGate(kernel_size)
+        self.SpatialGate = SpatialGate(kernel_size)
+
+    def forward(self, x):
+        x_h = self.ChannelGateH(x.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3).contiguous()
+        x_w = self.ChannelGateW(x.permute(0, 3, 2, 1).contiguous()).permute(0, 3, 2, 1).contiguous()
+        x_s = self.SpatialGate(x)
+        return (1 / 3) * (x_s + x_h + x_w)
+
+
+# --- ResNet -----------------------------------------------------------------------------------
+
+def _conv3x3(cin, cout, stride=1):
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, gate_kernel=7, drop_path=0.0):
+        super().__init__()
+        self.conv1 = _conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.triplet_attention = TripletAttention(gate_kernel)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = self.drop_path(self.triplet_attention(out))
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Module):
+    """ResNet v1.5 bottleneck (stride on the 3x3); attention on the branch before the addition."""
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, gate_kernel=7, drop_path=0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = _conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.triplet_attention = TripletAttention(gate_kernel)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out = self.drop_path(self.triplet_attention(out))
+        return self.relu(out + shortcut)
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+    """ResNet with triplet attention in every block (``ResidualNet(..., 'TripletAttention')``).
+
+    ``stem='imagenet'``: 7x7/2 conv, max-pool, AvgPool2d(7) head; ``stem='cifar'``: 3x3/1 conv, no
+    max-pool, 4x4 average-pool head. ``global_pool='fixed'`` keeps the reference's fixed pooling
+    window (so the input must be about 224 px, or 32 px for CIFAR); ``'avg'`` pools globally.
+    ``drop_rate`` adds dropout before ``fc`` and ``drop_path_rate`` stochastic depth on the residual
+    branch, linearly over the blocks; both are 0 in the reference.
+    """
+
+    def __init__(self, block="basic", layers=(2, 2, 2, 2), gate_kernel=7, stem="imagenet", num_classes=1000,
+                 in_chans=3, drop_rate=0.0, drop_path_rate=0.0, global_pool="fixed"):
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if global_pool not in C.GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {C.GLOBAL_POOLS}, got {global_pool!r}")
+        block_cls = _BLOCKS[block]
+        self.stem, self.global_pool, self.num_classes = stem, global_pool, num_classes
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else nn.Identity()
+        dpr = drop_path_rates(drop_path_rate, sum(layers))
+        inplanes, idx = 64, 0
+        for i, (planes, n) in enumerate(zip(C.STAGE_PLANES, layers)):
+            stride = 1 if i == 0 else 2
+            downsample = None
+            if stride != 1 or inplanes != planes * block_cls.expansion:
+                downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes * block_cls.expansion, 1, stride=stride, bias=False),
+                    nn.BatchNorm2d(planes * block_cls.expansion))
+            blocks = []
+            for j in range(n):
+                blocks.append(block_cls(inplanes, planes, stride if j == 0 else 1, downsample if j == 0 else None,
+                                        gate_kernel, dpr[idx]))
+                inplanes, idx = planes * block_cls.expansion, idx + 1
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.num_features = inplanes
+        window = 7 if stem == "imagenet" else 4
+        self.avgpool = nn.AvgPool2d(window) if global_pool == "fixed" else nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(inplanes, num_classes)
+        self._init_weights()
+
+    def _init_weights(self):
+        """The reference's scheme, which keys on state-dict names.
+
+        fc: kaiming-normal (fan_in). Weights whose key contains 'conv': kaiming-normal (fan_out);
+        'bn': 1, except the spatial gate's BN, which starts at 0 (a constant 0.5 gate). All biases
+        0. The shortcut ('downsample.*') keeps PyTorch's default init.
+        """
+        nn.init.kaiming_normal_(self.fc.weight)
+        with torch.no_grad():
+            for key, t in self.state_dict().items():
+                leaf = key.rsplit(".", 1)[-1]
+                if leaf == "weight" and "conv" in key:
+                    nn.init.kaiming_normal_(t, mode="fan_out")
+                elif leaf == "weight" and "bn" in key:
+                    t.fill_(0.0 if "SpatialGate" in key else 1.0)
+                elif leaf == "bias":
+                    t.zero_()
+
+    def forward_features(self, x):
+        C.check_resnet_input(x.shape[-2], x.shape[-1], self.stem, self.global_pool)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = torch.flatten(self.avgpool(x), 1)
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+# --- MobileNetV2 ------------------------------------------------------------------------------
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, cin, cout, kernel_size=3, stride=1, groups=1):
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    """[pw expand] -> dw 3x3 -> pw linear -> BN -> triplet attention, inside ``conv`` (as the reference)."""
+
+    def __init__(self, inp, oup, stride, expand_ratio, gate_kernel=7, drop_path=0.0):
+        super().__init__()
+        hidden = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = [ConvBNReLU(inp, hidden, kernel_size=1)] if expand_ratio != 1 else []
+        layers += [ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
+                   nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+                   nn.BatchNorm2d(oup),
+                   TripletAttention(gate_kernel)]
+        self.conv = nn.Sequential(*layers)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        if self.use_res_connect:
+            return x + self.drop_path(self.conv(x))
+        return self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (width 1.0) with triplet attention in every inverted residual.
+
+    Head: mean over W then over H, Dropout(``drop_rate``, 0.25 in the reference), Linear.
+    """
+
+    def __init__(self, gate_kernel=7, num_classes=1000, in_chans=3, drop_rate=C.MOBILENETV2_DROP, drop_path_rate=0.0):
+        super().__init__()
+        self.num_classes = num_classes
+        n_blocks = sum(n for _, _, n, _ in C.MOBILENETV2_SETTING)
+        dpr = drop_path_rates(drop_path_rate, n_blocks)
+        features = [ConvBNReLU(in_chans, C.MOBILENETV2_STEM, stride=2)]
+        cin = C.MOBILENETV2_STEM
+        for t, c, n, s in C.MOBILENETV2_SETTING:
+            for i in range(n):
+                features.append(InvertedResidual(cin, c, s if i == 0 else 1, t, gate_kernel, dpr[len(features) - 1]))
+                cin = c
+        features.append(ConvBNReLU(cin, C.MOBILENETV2_LAST, kernel_size=1))
+        self.features = nn.Sequential(*features)
+        self.num_features = C.MOBILENETV2_LAST
+        self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(C.MOBILENETV2_LAST, num_classes))
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x):
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small for MobileNetV2 (at least 32 px)")
+        return self.features(x)
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean(-1).mean(-1)
+        x = self.classifier[0](x)
+        return x if pre_logits else self.classifier[1](x)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
