@@ -1,0 +1,323 @@
+"""Strict conversion between checkpoints, the PyTorch twin and the MindSpore twin.
+
+Everything passes through one canonical form: a complete state dict of the zoo's PyTorch twin as
+numpy arrays ("zoo PyTorch names"). MindSpore names are derived from it by module type
+(``names.name_map``). Loading is strict: every tensor of the source is used, every parameter of the
+target is filled, every shape matches; otherwise ``ConversionError`` lists the missing, unexpected
+and mismatched names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from zoo import registry
+from zoo.convert import names
+from zoo.convert.io import Checkpoint, ConversionError, check_destination, file_format, read_checkpoint, write_checkpoint
+from zoo.convert.layouts import get_importer
+
+log = logging.getLogger("zoo")
+
+
+# --- the PyTorch twin's specification, without allocating it ----------------------------------
+
+@dataclass
+class Spec:
+    """Names and shapes of a model's state dict, and its MindSpore names."""
+
+    shapes: "OrderedDict[str, Tuple[int, ...]]"  # every PyTorch state_dict entry
+    ms_names: "OrderedDict[str, str]"  # PyTorch name -> MindSpore name (PyTorch-only entries excluded)
+
+    @property
+    def pt_to_ms(self):
+        return self.ms_names
+
+    @property
+    def ms_to_pt(self):
+        return OrderedDict((m, p) for p, m in self.ms_names.items())
+
+
+def build_kwargs(entry: registry.ModelEntry, **overrides) -> dict:
+    kwargs = dict(entry.kwargs, num_classes=entry.num_classes)
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return kwargs
+
+
+def spec(entry: registry.ModelEntry, **overrides) -> Spec:
+    """The PyTorch twin's state-dict shapes and MindSpore names, built on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        model = entry.builder("pt")(**build_kwargs(entry, **overrides))
+    return spec_of(model)
+
+
+def spec_of(model) -> Spec:
+    """The Spec of a built PyTorch module."""
+    shapes = OrderedDict((k, tuple(v.shape)) for k, v in model.state_dict().items())
+    return Spec(shapes, names.name_map(model))
+
+
+# --- matching -----------------------------------------------------------------------------------
+
+@dataclass
+class Mismatch:
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    shapes: List[Tuple[str, tuple, tuple]] = field(default_factory=list)  # (name, file shape, model shape)
+
+    def __bool__(self):
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    @property
+    def size(self):
+        return len(self.missing) + len(self.unexpected) + len(self.shapes)
+
+    def describe(self, limit: int = 8) -> str:
+        def cut(items):
+            items = list(items)
+            return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+        lines = []
+        if self.missing:
+            lines.append(f"  missing from the checkpoint ({len(self.missing)}): {cut(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  not in the model ({len(self.unexpected)}): {cut(self.unexpected)}")
+        if self.shapes:
+            lines.append(f"  shape mismatches ({len(self.shapes)}): " +
+                         cut(f"{n} {tuple(a)} in the file vs {tuple(b)} in the model" for n, a, b in self.shapes))
+        return "\n".join(lines)
+
+
+def compare(state: Dict[str, np.ndarray], shapes: Dict[str, tuple], check_shapes: bool = True,
+            optional: Iterable[str] = ()) -> Mismatch:
+    """Differences between a state (PyTorch names) and a model's shapes; PyTorch-only buffers are optional."""
+    optional = set(optional)
+    mm = Mismatch()
+    mm.missing = [k for k in shapes if k not in state and not names.is_pt_only(k) and k not in optional]
+    mm.unexpected = [k for k in state if k not in shapes and not names.is_pt_only(k)]
+    if check_shapes:
+        mm.shapes = [(k, tuple(v.shape), tuple(shapes[k])) for k, v in state.items()
+                     if k in shapes and not names.is_pt_only(k) and tuple(v.shape) != tuple(shapes[k])]
+    return mm
+
+
+# --- loading a checkpoint into canonical form ---------------------------------------------------
+
+@dataclass
+class Loaded:
+    """A checkpoint in zoo PyTorch names, ready for either twin."""
+
+    state: "OrderedDict[str, np.ndarray]"
+    kwargs: dict  # constructor arguments the weights require (num_classes, inferred architecture)
+    spec: Spec
+    layout: str
+    source: str
+    notes: List[str] = field(default_factory=list)
+    keep_init: Tuple[str, ...] = ()  # parameters the model keeps from its initialisation (a dropped head)
+
+
+def _candidates(entry, ckpt: Checkpoint, layout: str, spec_: Spec):
+    """(layout name, tensors in zoo PyTorch names) for each way the checkpoint could be read."""
+    if layout in ("auto", "zoo"):
+        yield "zoo", ckpt.tensors
+        ms_to_pt = spec_.ms_to_pt
+        if any(k in ms_to_pt and ms_to_pt[k] != k for k in ckpt.tensors):
+            yield "zoo (MindSpore names)", OrderedDict((ms_to_pt.get(k, k), v) for k, v in ckpt.tensors.items())
+    for name in entry.layouts:
+        if layout in ("auto", name):
+            yield name, get_importer(entry.family, name)(ckpt.tensors)
+    if layout not in ("auto", "zoo") and layout not in entry.layouts:
+        known = ", ".join(("auto", "zoo") + entry.layouts)
+        raise ConversionError(f"layout {layout!r} does not apply to {entry.name}; choose from: {known}")
+
+
+def load_state(model: str, source, layout: str = "auto", num_classes: Optional[int] = None, **kwargs) -> Loaded:
+    """Read ``source`` (a path or a ``Checkpoint``) as weights of ``model`` in zoo PyTorch names.
+
+    ``num_classes=None`` takes the number of classes from the checkpoint's classifier; a different
+    number drops the classifier (it keeps its initialisation, as for fine-tuning) with a note.
+    Architecture arguments the weights determine (e.g. a gate kernel size) are read from them.
+    """
+    entry = registry.get(model)
+    ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
+    notes = list(ckpt.notes)
+    base = spec(entry, **kwargs)
+    tried = []
+    for name, tensors in _candidates(entry, ckpt, layout, base):
+        mm = compare(tensors, base.shapes, check_shapes=False)
+        tried.append((name, tensors, mm))
+        if not mm:
+            break
+    else:
+        name, tensors, mm = min(tried, key=lambda t: t[2].size)
+        hint = _suggest(entry, tensors)
+        raise ConversionError(
+            f"{ckpt.path} does not fit {entry.name} (tried layouts: {', '.join(t[0] for t in tried)}; "
+            f"closest: {name}):\n{mm.describe()}" + (f"\n  the checkpoint's shapes fit: {hint}" if hint else ""))
+    state = OrderedDict(tensors)
+
+    build = {}
+    if entry.infer_kwargs is not None:
+        for k, v in entry.infer_kwargs(state).items():
+            current = kwargs.get(k, entry.kwargs.get(k))
+            if k in kwargs and kwargs[k] != v:
+                raise ConversionError(f"{ckpt.path}: the weights have {k}={v}, but {k}={kwargs[k]} was requested")
+            if current != v:
+                notes.append(f"the weights have {k}={v} ({entry.name} defaults to {current}); building with {k}={v}")
+            build[k] = v
+
+    keep_init: Tuple[str, ...] = ()
+    head_w, head_b = f"{entry.classifier}.weight", f"{entry.classifier}.bias"
+    file_classes = state[head_w].shape[0] if head_w in state else None
+    if num_classes is None:
+        num_classes = file_classes if file_classes is not None else entry.num_classes
+        if file_classes is not None and file_classes != entry.num_classes:
+            notes.append(f"the checkpoint has {file_classes} classes; building with num_classes={file_classes}")
+    elif file_classes is not None and num_classes != file_classes:
+        keep_init = tuple(k for k in (head_w, head_b) if k in state)
+        for k in keep_init:
+            del state[k]
+        msg = (f"classifier '{entry.classifier}' dropped: the checkpoint has {file_classes} classes and the model "
+               f"was built with num_classes={num_classes}; the new classifier keeps its initialisation")
+        notes.append(msg)
+        log.warning(msg)
+    build["num_classes"] = num_classes
+
+    final = spec(entry, **{**kwargs, **build})
+    mm = compare(state, final.shapes, optional=keep_init)
+    if mm:
+        raise ConversionError(f"{ckpt.path} does not fit {entry.name} (layout {name}):\n{mm.describe()}")
+    for k, shape in final.shapes.items():  # restore PyTorch-only counters the file did not carry
+        if names.is_pt_only(k) and k not in state:
+            state[k] = np.zeros(shape, dtype=np.int64)
+    state = OrderedDict((k, state[k]) for k in final.shapes if k in state)
+    return Loaded(state, build, final, name, ckpt.path, notes, keep_init)
+
+
+def _suggest(entry, tensors) -> str:
+    """Models of the same family whose state dict the tensors fit exactly (names and shapes)."""
+    fits = []
+    for other in registry.list_models(entry.family):
+        if other == entry.name:
+            continue
+        o = registry.get(other)
+        head = tensors.get(f"{o.classifier}.weight")
+        try:
+            sp = spec(o, num_classes=head.shape[0] if head is not None else None)
+        except Exception:  # a family member that cannot be built with these arguments
+            continue
+        if not compare(tensors, sp.shapes):
+            fits.append(other)
+    return ", ".join(fits)
+
+
+# --- framework state <-> canonical ----------------------------------------------------------------
+
+def to_ms(state: Dict[str, np.ndarray], spec_: Spec) -> "OrderedDict[str, np.ndarray]":
+    """Canonical (PyTorch-named) state -> MindSpore parameter dict."""
+    return OrderedDict((spec_.ms_names[k], v) for k, v in state.items() if not names.is_pt_only(k))
+
+
+def from_ms(params: Dict[str, np.ndarray], spec_: Spec) -> "OrderedDict[str, np.ndarray]":
+    """MindSpore parameter dict -> canonical state (PyTorch-only counters restored as 0)."""
+    m2p = spec_.ms_to_pt
+    unknown = [k for k in params if k not in m2p]
+    if unknown:
+        raise ConversionError(f"MindSpore parameters with no PyTorch counterpart: {', '.join(unknown[:8])}")
+    state = OrderedDict((m2p[k], v) for k, v in params.items())
+    out = OrderedDict()
+    for k, shape in spec_.shapes.items():
+        if k in state:
+            out[k] = state[k]
+        elif names.is_pt_only(k):
+            out[k] = np.zeros(shape, dtype=np.int64)
+    return out
+
+
+def pt_state(model) -> "OrderedDict[str, np.ndarray]":
+    return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in model.state_dict().items())
+
+
+def ms_params(net) -> "OrderedDict[str, np.ndarray]":
+    return OrderedDict((p.name, p.asnumpy().copy()) for _, p in net.parameters_and_names())
+
+
+def load_into_pt(model, state: Dict[str, np.ndarray], keep_init: Iterable[str] = ()) -> None:
+    """Load a canonical state into a PyTorch module strictly (``keep_init`` may be absent)."""
+    import torch
+
+    target = model.state_dict()
+    mm = compare(state, {k: tuple(v.shape) for k, v in target.items()}, optional=keep_init)
+    mm.missing += [k for k in target if names.is_pt_only(k) and k not in state and k not in mm.missing]
+    if mm:
+        raise ConversionError(f"weights do not fit the PyTorch model:\n{mm.describe()}")
+    full = OrderedDict((k, v) for k, v in target.items())
+    for k, v in state.items():
+        full[k] = torch.from_numpy(np.ascontiguousarray(v)).to(target[k].dtype)
+    model.load_state_dict(full, strict=True)
+
+
+def load_into_ms(net, params: Dict[str, np.ndarray], keep_init: Iterable[str] = ()) -> None:
+    """Load a MindSpore parameter dict into a cell strictly (``keep_init``: MindSpore names that may be absent)."""
+    import mindspore as ms
+
+    target = OrderedDict((p.name, p) for _, p in net.parameters_and_names())
+    mm = compare(params, {k: tuple(p.shape) for k, p in target.items()}, optional=keep_init)
+    if mm:
+        raise ConversionError(f"weights do not fit the MindSpore model:\n{mm.describe()}")
+    for k, v in params.items():
+        p = target[k]
+        p.set_data(ms.Tensor(np.ascontiguousarray(v), dtype=p.dtype))
+
+
+def load_into(model, framework: str, loaded: Loaded) -> None:
+    if framework == "pt":
+        load_into_pt(model, loaded.state, loaded.keep_init)
+    else:
+        keep = tuple(loaded.spec.ms_names[k] for k in loaded.keep_init)
+        load_into_ms(model, to_ms(loaded.state, loaded.spec), keep)
+
+
+# --- file conversion --------------------------------------------------------------------------
+
+def target_framework(dst: str, to: Optional[str]) -> str:
+    fmt = file_format(dst)
+    implied = {"ms": "ms", "torch": "pt"}.get(fmt)
+    if to is None:
+        if implied is None:
+            raise ConversionError(f"{dst}: a .safetensors file can hold either framework's names; pass --to ms or --to pt")
+        return implied
+    if to not in registry.FRAMEWORKS:
+        raise ConversionError(f"--to must be 'ms' or 'pt', got {to!r}")
+    if implied is not None and implied != to:
+        raise ConversionError(f"{dst}: the suffix means {'MindSpore' if implied == 'ms' else 'PyTorch'}, but --to {to} was given")
+    return to
+
+
+def convert_file(model: str, src: str, dst: str, to: Optional[str] = None, layout: str = "auto",
+                 force: bool = False, **kwargs) -> Loaded:
+    """Convert ``src`` (any supported format and layout) into ``dst`` for ``to`` ('ms' or 'pt').
+
+    Checks the destination before reading anything, verifies that the result fills every parameter
+    of the target twin, and writes atomically. Returns what was loaded (notes included).
+    """
+    framework = target_framework(dst, to)
+    check_destination(dst, force)
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ConversionError("the source and the destination are the same file")
+    loaded = load_state(model, src, layout=layout, **kwargs)
+    entry = registry.get(model)
+    if framework == "ms":
+        params = to_ms(loaded.state, loaded.spec)
+        net = entry.builder("ms")(**build_kwargs(entry, **{**kwargs, **loaded.kwargs}))
+        load_into_ms(net, params)  # proves every MindSpore parameter is filled with the right shape
+        out = params
+    else:
+        out = loaded.state
+    write_checkpoint(out, dst, framework, force=force, metadata={"model": model})
+    return loaded
