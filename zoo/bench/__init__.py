@@ -1,0 +1,1 @@
+"""Figures one can check against the published ones: parameter counts and multiply-adds."""
