@@ -3,6 +3,7 @@
     zoo list [--family triplet]
     zoo convert triplet_resnet50 official.pth.tar out.ckpt
     zoo parity triplet_resnet18 triplet_mobilenetv2      (or --all, --family F)
+    zoo train -c configs/triplet/triplet_resnet18_cifar_smoke.yaml [--key value ...]
     zoo demo
 """
 from __future__ import annotations
@@ -177,6 +178,12 @@ def cmd_demo(args) -> int:
     return EXIT_OK if good else EXIT_FAIL
 
 
+def cmd_train(args) -> int:
+    from zoo.train.ms import main as train_main
+
+    return train_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="A MindSpore-first model zoo with PyTorch twins: "
                                 "list models, convert checkpoints between frameworks, measure parity.")
@@ -214,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modes", default="pynative,graph", help="MindSpore modes for the forward check")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     s.set_defaults(func=cmd_parity)
+
+    s = sub.add_parser("train", help="train with MindSpore from a YAML recipe (see `zoo train -h`)", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("demo", help="parity report for every registered model and a file round trip")
     s.add_argument("--family", help="only this family")

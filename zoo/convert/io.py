@@ -33,7 +33,8 @@ WEIGHT_KEYS = ("state_dict", "model", "params", "module", "net", "model_state", 
 
 # MindSpore optimizer / training-loop state saved next to the weights (mindcv, Model.train).
 _OPT_PREFIXES = ("moments.", "adam_m.", "adam_v.", "accum.", "mean_square.", "mean_grad.", "moment1.",
-                 "moment2.", "moment3.", "vhat.", "exp_avg.", "exp_avg_sq.", "ema.", "ema_", "optimizer.", "opt.")
+                 "moment2.", "moment3.", "vhat.", "exp_avg.", "exp_avg_sq.", "ema.", "ema_", "optimizer.", "opt.",
+                 "train_state.")
 _OPT_NAMES = {"global_step", "learning_rate", "momentum", "beta1_power", "beta2_power", "scale_sense",
               "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale",
               "weight_decay", "lr", "epoch", "step"}
