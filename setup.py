@@ -15,6 +15,7 @@ setup(
         "safetensors>=0.4",
         "PyYAML>=5.4",
     ],
-    extras_require={"mindcv": ["mindcv>=0.3"], "test": ["pytest>=7"]},
+    extras_require={"mindcv": ["mindcv>=0.3"], "demo": ["scikit-learn>=1.2", "matplotlib>=3.5"],
+                    "test": ["pytest>=7", "pytest-xdist>=3"]},
     entry_points={"console_scripts": ["zoo=zoo.cli:run"]},
 )

@@ -3,7 +3,8 @@
     zoo list [--family triplet]
     zoo convert triplet_resnet50 official.pth.tar out.ckpt
     zoo parity triplet_resnet18 triplet_mobilenetv2      (or --all, --family F)
-    zoo train -c configs/triplet/triplet_resnet18_cifar_smoke.yaml [--key value ...]
+    zoo train -c configs/triplet/triplet_resnet18_cifar_smoke.yaml [--framework pt] [--key value ...]
+    zoo validate triplet_resnet50 --checkpoint ta_r50.ckpt --data /data/imagenet [--framework pt]
     zoo demo
 """
 from __future__ import annotations
@@ -116,6 +117,23 @@ def cmd_parity(args) -> int:
     else:
         print("zoo parity: give model names, --family F or --all", file=sys.stderr)
         return EXIT_USAGE
+    if args.train_steps:
+        from zoo.train.parity import OPTIMIZERS, format_table, train_parity
+
+        opts = [o.strip() for o in args.opt.split(",") if o.strip()]
+        bad = [o for o in opts if o not in OPTIMIZERS]
+        if bad and not args.recipe:
+            print(f"zoo parity: unknown optimizer(s) {bad}; use {', '.join(OPTIMIZERS)} or --recipe", file=sys.stderr)
+            return EXIT_USAGE
+        results = []
+        for n in names:
+            for o in ([None] if args.recipe else opts):
+                print(f"{n}: {args.train_steps} steps of {o or args.recipe} on each framework ...", file=sys.stderr,
+                      flush=True)
+                results.append(train_parity(n, args.train_steps, o or "momentum", recipe=args.recipe,
+                                            input_size=_parse_size(args.input_size), batch=args.batch))
+        print(format_table(results))
+        return EXIT_FAIL if any(r.error for r in results) else EXIT_OK
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     bad = [m for m in modes if m not in ("pynative", "graph")]
     if bad:
@@ -132,54 +150,28 @@ def cmd_parity(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The parity report for every registered model on random weights, and a file round trip."""
-    import tempfile
+    """Train on MindSpore, convert, validate on both frameworks, parity; optionally every model's parity."""
+    from zoo import demo, registry
 
-    import numpy as np
+    code = demo.run(args.out, epochs=args.epochs)
+    if args.all_models:
+        print("\n== parity of every registered model (random weights, small inputs where the architecture allows)")
+        results = _parity_run(registry.list_models(), small=True)
+        failed = [r.model for r in results if not r.passed]
+        print(f"{len(results) - len(failed)}/{len(results)} models within the parity bounds"
+              + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+        code = code or (EXIT_FAIL if failed else EXIT_OK)
+    return code
 
-    from zoo import registry
-    from zoo.convert import core
 
-    t0 = time.perf_counter()
-    names = registry.list_models(args.family)
-    print(f"zoo demo: parity of {len(names)} registered models (random weights, small inputs where the "
-          "architecture allows; `zoo parity --all` runs the full sizes)\n", flush=True)
-    results = _parity_run(names, small=True)
-    print("\nconversion round trip through files (PyTorch .pth -> MindSpore .ckpt -> PyTorch .safetensors):")
-    name = args.roundtrip_model
-    ok_files = False
-    with tempfile.TemporaryDirectory() as d:
-        import torch
+def cmd_validate(args) -> int:
+    from zoo.validate import main as validate_main
 
-        import zoo
-
-        pt = zoo.create_model(name, "pt")
-        torch.save({"state_dict": {f"module.{k}": v for k, v in pt.state_dict().items()}, "epoch": 1},
-                   os.path.join(d, "src.pth.tar"))
-        core.convert_file(name, os.path.join(d, "src.pth.tar"), os.path.join(d, "model.ckpt"))
-        core.convert_file(name, os.path.join(d, "model.ckpt"), os.path.join(d, "back.safetensors"), to="pt")
-        back = zoo.create_model(name, "pt", checkpoint=os.path.join(d, "back.safetensors")).state_dict()
-        ok_files = all(torch.equal(v, back[k]) for k, v in pt.state_dict().items() if not k.endswith("num_batches_tracked"))
-        net = zoo.create_model(name, "ms", checkpoint=os.path.join(d, "model.ckpt"))
-        import mindspore as ms
-        x = np.random.default_rng(0).standard_normal((1, *registry.get(name).input_size)).astype(np.float32)
-        pt.eval()
-        net.set_train(False)
-        with torch.no_grad():
-            ref = pt(torch.from_numpy(x)).numpy()
-        err = float(np.abs(net(ms.Tensor(x)).asnumpy() - ref).max()) / max(1.0, float(np.abs(ref).max()))
-        print(f"  {name}: weights after the trip {'bit-identical' if ok_files else 'DIFFER'}; "
-              f"MindSpore from the .ckpt vs PyTorch forward: {err:.1e}")
-    failed = [r.model for r in results if not r.passed]
-    good = not failed and ok_files and err <= 1e-4
-    print(f"\nverdict: {'PASS' if good else 'FAIL'}: {len(results) - len(failed)}/{len(results)} models within the "
-          f"parity bounds, file round trip {'exact' if ok_files else 'NOT exact'} ({time.perf_counter() - t0:.0f}s)"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
-    return EXIT_OK if good else EXIT_FAIL
+    return validate_main(args.rest)
 
 
 def cmd_train(args) -> int:
-    from zoo.train.ms import main as train_main
+    from zoo.train.loop import main as train_main
 
     return train_main(args.rest)
 
@@ -220,15 +212,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-grad", action="store_true", help="forward and round trip only")
     s.add_argument("--modes", default="pynative,graph", help="MindSpore modes for the forward check")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.add_argument("--train-steps", type=int, default=0, metavar="N",
+                   help="training parity instead: N optimizer steps on each framework from identical weights and "
+                   "batches (the trainers' own optimizers and schedules); reports loss and weight-update errors")
+    s.add_argument("--opt", default="momentum,adamw", help="with --train-steps: momentum, adamw (default both)")
+    s.add_argument("--recipe", help="with --train-steps: take the optimizer and schedule from this recipe")
+    s.add_argument("--batch", type=int, default=4, help="with --train-steps: batch size (default 4)")
     s.set_defaults(func=cmd_parity)
 
-    s = sub.add_parser("train", help="train with MindSpore from a YAML recipe (see `zoo train -h`)", add_help=False)
+    s = sub.add_parser("train", help="train from a YAML recipe, MindSpore or PyTorch (see `zoo train -h`)", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("demo", help="parity report for every registered model and a file round trip")
-    s.add_argument("--family", help="only this family")
-    s.add_argument("--roundtrip-model", default="triplet_resnet18", help="model for the file round trip")
+    s = sub.add_parser("validate", help="top-1/top-5 of a checkpoint with the model's preprocessing (see -h)",
+                       add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("demo", help="train on MindSpore, convert, validate on both frameworks, report",
+                       description="The main job: train a small model on a real bundled dataset with MindSpore (GRAPH "
+                       "mode, CPU, a few minutes), convert it to PyTorch, validate both (equal accuracy), measure "
+                       "parity, save the training curve and print one report.")
+    s.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    s.add_argument("--epochs", type=int, help="override the demo recipe's epochs")
+    s.add_argument("--all-models", action="store_true", help="also the parity table of every registered model (slow)")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -7,7 +7,9 @@ PyTorch trainer, so both frameworks see identical inputs. Supported layouts:
 - ``cifar10`` / ``cifar100``: the binary releases (``cifar-10-batches-bin``, ``cifar-100-binary``);
 - ``svhn``: ``train_32x32.mat`` / ``test_32x32.mat`` (the cropped-digits format);
 - ``tiny_imagenet``: ``wnids.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG`` with
-  ``val/val_annotations.txt``.
+  ``val/val_annotations.txt``;
+- ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes; no files,
+  nothing downloaded), upsampled to 32 px RGB, with a fixed stratified 80/20 train/val split.
 
 A missing or malformed dataset raises ``DatasetError`` naming the path and the expected layout. An
 image that cannot be decoded is reported by file name and replaced by the next readable one, so one
@@ -34,6 +36,7 @@ LAYOUTS = {
     "cifar100": "DATA_DIR/cifar-100-binary/{train,test}.bin (or in DATA_DIR): the binary release, records of 2 label "
                 "bytes (coarse, fine) + 3072 pixel bytes",
     "svhn": "DATA_DIR/{train,test}_32x32.mat: the cropped-digits release (X: 32x32x3xN uint8, y: Nx1, 10 = digit 0)",
+    "digits": "no files: scikit-learn's bundled 8x8 digits (data_dir is ignored); splits train and val",
     "tiny_imagenet": "DATA_DIR/wnids.txt, DATA_DIR/train/<wnid>/images/*.JPEG, DATA_DIR/val/images/*.JPEG and "
                      "DATA_DIR/val/val_annotations.txt (<file>\\t<wnid>\\t...)",
 }
@@ -96,10 +99,10 @@ def open_dataset(name: str, root: str, split: str, classes: Optional[Sequence[st
     name = name.lower()
     if name not in LAYOUTS:
         raise DatasetError(f"unknown dataset {name!r}; supported: {', '.join(LAYOUTS)}")
-    if not root or not os.path.isdir(root):
+    if name != "digits" and (not root or not os.path.isdir(root)):
         raise _error(name, root or "''", "the dataset directory does not exist")
     return {"imagenet": _image_folder, "cifar10": _cifar, "cifar100": _cifar, "svhn": _svhn,
-            "tiny_imagenet": _tiny_imagenet}[name](name, root, split, classes)
+            "tiny_imagenet": _tiny_imagenet, "digits": _digits}[name](name, root, split, classes)
 
 
 def _list_images(folder: str) -> List[str]:
@@ -220,3 +223,26 @@ def _tiny_imagenet(name, root, split, classes):
     if not files:
         raise _error(name, root, f"no images in split '{split}'")
     return Source(name, split, wnids, np.asarray(labels, np.int64), files=files)
+
+
+def _digits(name, root, split, classes):
+    split = {"validation": "val", "test": "val"}.get(split, split)
+    if split not in ("train", "val"):
+        raise _error(name, "digits", f"split '{split}' does not exist (use train or val)")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DatasetError("the digits dataset comes with scikit-learn: pip install scikit-learn") from None
+    from PIL import Image
+
+    d = load_digits()
+    rng = np.random.default_rng(0)
+    val = np.zeros(len(d.target), bool)
+    for c in range(10):  # stratified: 20% of each class
+        idx = rng.permutation(np.flatnonzero(d.target == c))
+        val[idx[: len(idx) // 5]] = True
+    keep = val if split == "val" else ~val
+    images = [np.asarray(Image.fromarray(np.uint8(im * 255.0 / 16.0)).resize((32, 32), Image.BILINEAR))
+              for im in d.images[keep]]
+    images = np.repeat(np.stack(images)[..., None], 3, axis=3)
+    return Source(name, split, [str(i) for i in range(10)], d.target[keep].astype(np.int64), images=images)

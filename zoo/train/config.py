@@ -33,10 +33,10 @@ class TrainConfig:
     distribute: bool = _f(False, "data parallel; set automatically when launched by msrun with more than one worker")
     seed: int = _f(42, "seed of initialisation, data order and augmentation")
     log_interval: int = _f(10, "log a line every N steps")
-    framework: str = _f("ms", "the framework to train with (the PyTorch trainer is another issue)", ("ms",))
+    framework: str = _f("ms", "ms (MindSpore; msrun for data parallel) or pt (PyTorch; torchrun, DDP)", ("ms", "pt"))
     # data
-    dataset: str = _f("imagenet", "imagenet (class folders), cifar10, cifar100, svhn or tiny_imagenet",
-                      ("imagenet", "cifar10", "cifar100", "svhn", "tiny_imagenet"))
+    dataset: str = _f("imagenet", "imagenet (class folders), cifar10, cifar100, svhn, tiny_imagenet or digits",
+                      ("imagenet", "cifar10", "cifar100", "svhn", "tiny_imagenet", "digits"))
     data_dir: str = _f("./data", "dataset root")
     train_split: str = _f("train", "training split (a folder for imagenet-style datasets)")
     val_split: str = _f("val", "validation split")

@@ -66,6 +66,7 @@ def infer_kwargs(state) -> dict:
 
 _TA = "https://github.com/landskape-ai/triplet-attention"
 _IMAGENET_EVAL = Preprocess(interpolation="bilinear", crop_pct=0.875)  # Resize(256) + CenterCrop(224)
+_CIFAR_EVAL = Preprocess(interpolation="bilinear", crop_pct=1.0)  # 32 px images as they are
 
 
 def _entry(name, cls, kwargs, published=Published(), **extra):
@@ -73,7 +74,7 @@ def _entry(name, cls, kwargs, published=Published(), **extra):
         extra.setdefault("test_input_size", (3, 64, 64))
         extra.setdefault("test_kwargs", dict(global_pool="avg"))
     return register(ModelEntry(name=name, family="triplet", cls=cls, kwargs=kwargs, published=published,
-                               preprocess=_IMAGENET_EVAL, layouts=("official",),
+                               preprocess=extra.pop("preprocess", _IMAGENET_EVAL), layouts=("official",),
                                infer_kwargs=infer_kwargs, **extra))
 
 
@@ -97,8 +98,8 @@ _entry("triplet_mobilenetv2_k3", "MobileNetV2", dict(gate_kernel=3), classifier=
        published=Published(3_505_892, 0.322, 72.62, 90.77, source=_TA), test_input_size=(3, 64, 64),
        description="MobileNetV2 + triplet attention (k=3)")
 _entry("triplet_resnet18_cifar", "ResNet", resnet_args(18, 7, stem="cifar"), num_classes=10,
-       input_size=(3, 32, 32), test_input_size=(3, 32, 32), test_kwargs={},
+       input_size=(3, 32, 32), test_input_size=(3, 32, 32), test_kwargs={}, preprocess=_CIFAR_EVAL,
        published=Published(dataset="cifar-10"), description="CIFAR ResNet-18 + triplet attention (3x3 stem, no max-pool)")
 _entry("triplet_resnet50_cifar", "ResNet", resnet_args(50, 7, stem="cifar"), num_classes=10,
-       input_size=(3, 32, 32), test_input_size=(3, 32, 32), test_kwargs={},
+       input_size=(3, 32, 32), test_input_size=(3, 32, 32), test_kwargs={}, preprocess=_CIFAR_EVAL,
        published=Published(dataset="cifar-10"), description="CIFAR ResNet-50 + triplet attention (3x3 stem, no max-pool)")

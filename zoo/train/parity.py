@@ -1,0 +1,129 @@
+"""Training parity: N optimizer steps on each framework, from identical weights and batches.
+
+``zoo parity MODEL --train-steps N`` builds both trainer backends (``zoo.train.ms``, ``zoo.train.pt``)
+exactly as ``zoo train`` does (same optimizer, weight-decay groups, per-step learning rates), copies one
+set of generic weights into both through the converter, feeds both the same batches, and compares:
+
+- the loss of every step: ``|loss_ms - loss_pt| / |loss_pt|``;
+- the weight updates: for every parameter ``||dw_ms - dw_pt|| / ||dw_pt||`` with ``dw = w_final - w_start``
+  (relative to what training changed, not to the weights, which barely move in a few steps).
+
+Dropout and drop-path are off. The default optimizers are the recipes' kinds: SGD with momentum (weight
+decay on every parameter, step decay) and AdamW (decay on matrices only, warmup + cosine), each with
+its learning rate changing every step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+OPTIMIZERS = {
+    "momentum": dict(opt="momentum", lr="0.005", momentum="0.9", weight_decay="0.0005", weight_decay_filter="disable",
+                     scheduler="step_decay", decay_epochs="2", decay_rate="0.5"),
+    "adamw": dict(opt="adamw", lr="0.001", weight_decay="0.05", weight_decay_filter="1d_and_bias",
+                  scheduler="warmup_cosine_decay", warmup_epochs="2", warmup_factor="0.1", min_lr="0.00001",
+                  eps="1e-8"),
+}
+
+
+@dataclass
+class TrainParityResult:
+    model: str
+    opt: str
+    steps: int
+    losses_ms: List[float] = field(default_factory=list)
+    losses_pt: List[float] = field(default_factory=list)
+    loss_rel: float = float("nan")  # worst over steps
+    update_rel: float = float("nan")  # worst over parameters
+    update_worst: str = ""
+    update_median: float = float("nan")
+    seconds: float = 0.0
+    error: Optional[str] = None
+
+
+def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optional[str] = None,
+                 input_size: Optional[Sequence[int]] = None, batch: int = 4, seed: int = 0,
+                 mode: int = 0) -> TrainParityResult:
+    """Run ``steps`` steps of ``opt`` (a key of OPTIMIZERS, or the recipe's when ``recipe`` is given)."""
+    import mindspore as ms
+    import torch
+
+    from zoo import registry
+    from zoo.convert import core
+    from zoo.parity import randomize_
+    from zoo.train.config import load_config
+    from zoo.train.loop import build_schedule
+    from zoo.train.ms import MindSporeBackend
+    from zoo.train.pt import PyTorchBackend
+
+    entry = registry.get(name)
+    size = tuple(input_size or entry.test_input_size or entry.input_size)
+    res = TrainParityResult(name, "recipe" if recipe else opt, steps)
+    t0 = time.perf_counter()
+    try:
+        extra = {k: str(v) for k, v in entry.test_kwargs.items()} if size != tuple(entry.input_size) else {}
+        if extra:
+            raise ValueError(f"{name} needs {extra} at {size}; give --input-size {entry.input_size[1]}")
+        over = dict(model=name, num_classes=str(entry.num_classes), drop_rate="0.0", drop_path_rate="0.0",
+                    epoch_size=str(steps), mode=str(mode), device_target="CPU", amp_level="O0", seed=str(seed))
+        if not recipe:
+            over.update(OPTIMIZERS[opt])
+        cfg = load_config(recipe, over)
+        res.opt = cfg.opt
+        schedule = build_schedule(cfg, 1)  # one step per "epoch": the lr changes every step
+        pt_b, ms_b = PyTorchBackend(cfg), MindSporeBackend(cfg)
+        torch.manual_seed(seed)
+        pt_b.build(schedule)
+        randomize_(pt_b.model, seed, (16, *size))
+        ms_b.build(schedule)
+        sp = core.spec_of(pt_b.model)
+        core.load_into_ms(ms_b.net, core.to_ms(core.pt_state(pt_b.model), sp))
+        start = core.pt_state(pt_b.model)
+        rng = np.random.default_rng(seed + 1)
+        pt_b.set_train(True)
+        ms_b.set_train(True)
+        for s in range(steps):
+            x = rng.standard_normal((batch, *size)).astype(np.float32)
+            y = rng.integers(0, cfg.num_classes, batch).astype(np.int32)
+            res.losses_pt.append(pt_b.train_step(x, y, schedule[s])[0])
+            res.losses_ms.append(ms_b.train_step(x, y)[0])
+        lp, lm = np.array(res.losses_pt), np.array(res.losses_ms)
+        res.loss_rel = float(np.max(np.abs(lm - lp) / np.maximum(np.abs(lp), 1e-12)))
+        end_pt = core.pt_state(pt_b.model)
+        end_ms = core.from_ms(core.ms_params(ms_b.net), sp)
+        rels: Dict[str, float] = {}
+        for k, p in pt_b.model.named_parameters():
+            d_pt = end_pt[k].astype(np.float64) - start[k]
+            d_ms = end_ms[k].astype(np.float64) - start[k]
+            n = np.linalg.norm(d_pt)
+            if n > 0:
+                rels[k] = float(np.linalg.norm(d_ms - d_pt) / n)
+        if not rels:
+            raise ValueError("no parameter changed in PyTorch (a learning rate of 0 at every step?)")
+        res.update_worst, res.update_rel = max(rels.items(), key=lambda kv: kv[1])
+        res.update_median = float(np.median(list(rels.values())))
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    except Exception as err:
+        res.error = f"{type(err).__name__}: {err}"
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def format_table(results) -> str:
+    head = ("model", "optimizer", "steps", "loss rel (worst step)", "update rel (worst param)", "update rel (median)",
+            "worst parameter", "time")
+    rows = [(r.model, r.opt, str(r.steps), f"{r.loss_rel:.1e}", f"{r.update_rel:.1e}", f"{r.update_median:.1e}",
+             r.update_worst if not r.error else f"ERROR {r.error.splitlines()[0][:80]}", f"{r.seconds:.0f}s")
+            for r in results]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in rows]
+    lines.append("loss rel: |loss_ms - loss_pt| / |loss_pt| per step; update rel: ||dw_ms - dw_pt|| / ||dw_pt||, "
+                 "dw = final - initial weights.")
+    for r in results:
+        lines.append(f"  {r.model} {r.opt} losses pt: " + " ".join(f"{v:.5f}" for v in r.losses_pt))
+        lines.append(f"  {r.model} {r.opt} losses ms: " + " ".join(f"{v:.5f}" for v in r.losses_ms))
+    return "\n".join(lines)
