@@ -168,6 +168,33 @@ def test_pickle_carrying_code_is_refused(tmp_path):
     assert not os.path.exists(marker)
 
 
+def test_timm_checkpoint_saver_file_with_args_loads(tmp_path, pt_model):
+    """timm's CheckpointSaver stores the run's argparse.Namespace next to the weights: allowed, as data."""
+    import argparse
+
+    src = tmp_path / "model_best.pth.tar"
+    torch.save({"epoch": 3, "arch": "resnet18", "state_dict": pt_model.state_dict(),
+                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "version": 2,
+                "args": argparse.Namespace(model="resnet18", lr=0.1, drop_path=None, sched="cosine"),
+                "metric": 71.0}, src)
+    ckpt = read_checkpoint(str(src))
+    assert any("'state_dict'" in n and "args" in n for n in ckpt.notes)
+    assert_same_weights(pt_model, zoo.create_model(MODEL, "pt", checkpoint=str(src)))
+
+
+def test_namespace_carrying_code_is_refused(tmp_path):
+    import argparse
+
+    marker = "/tmp/zoo_pickle_payload_ran"
+    if os.path.exists(marker):
+        os.remove(marker)
+    src = tmp_path / "evil_args.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "args": argparse.Namespace(x=_Payload())}, src)
+    with pytest.raises(ConversionError, match="refused to load"):
+        read_checkpoint(str(src))
+    assert not os.path.exists(marker)
+
+
 def test_plain_pickle_file_is_refused(tmp_path):
     src = tmp_path / "evil.pt"
     with open(src, "wb") as f:

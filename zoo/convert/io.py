@@ -94,10 +94,15 @@ def _corrupt(path: str, err: Exception) -> ConversionError:
 
 
 def _read_torch(path: str, notes: List[str]):
+    import argparse
+
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # timm's CheckpointSaver (the VAN training script's) stores the run's argparse.Namespace under
+        # 'args'; a Namespace only holds attributes, so it is allowed next to tensors and containers
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights_only" in str(err) or "Unsupported" in str(err) or "global" in str(err).lower():
             raise ConversionError(

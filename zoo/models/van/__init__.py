@@ -1,0 +1,1 @@
+"""VAN family: ``config.py`` (variants), ``pt.py`` and ``ms.py`` (the twins)."""
