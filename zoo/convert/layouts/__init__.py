@@ -11,7 +11,7 @@ import importlib
 from typing import Callable, Dict, Tuple
 
 _IMPORTERS: Dict[Tuple[str, str], Callable] = {}
-_FAMILY_MODULES = ("triplet",)
+_FAMILY_MODULES = ("triplet", "halonet")
 
 
 def register_layout(family: str, layout: str):
