@@ -221,16 +221,16 @@ def _ms_outs(net, x):
 
 
 def _generic_weights(name: str):
-    """The zoo parity tests' weights for ``name``: its seed (config.PARITY_SEEDS, chosen where float32
+    """The zoo parity checks' weights for ``name``: its registry ``parity_seed`` (a draw on which float32
     determines the logits), the twin's timm-style init, zoo.parity's generic values, BatchNorm
     statistics calibrated on 16 random images as zoo.parity.check does. Returns (state dict, seed)."""
     import torch
 
     import zoo
-    from zoo.models.halonet import config as C
+    from zoo import registry
     from zoo.parity import randomize_
 
-    seed = C.PARITY_SEEDS[name]
+    seed = registry.get(name).parity_seed
     torch.manual_seed(seed)
     model = zoo.create_model(name, "pt", drop_rate=0.0, drop_path_rate=0.0)
     randomize_(model, seed, (16, 3, 256, 256))
