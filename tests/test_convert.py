@@ -267,3 +267,21 @@ def test_suffix_and_target_rules(tmp_path, pt_model):
         read_checkpoint(str(tmp_path / "list.pth"))
     with pytest.raises(ConversionError, match="layout 'timm' does not apply"):
         load_state(MODEL, src, layout="timm")
+
+
+@pytest.mark.parametrize("opt", ["adamw", "momentum", "lion", "nadam", "adan", "rmsprop", "lamb", "sgd", "adagrad"])
+def test_mindcv_trainer_state_is_dropped(tmp_path, opt):
+    """What mindcv's trainer saves next to the weights (optimizer state, EMA copies, loss scale, counters)."""
+    import mindspore as ms
+    from mindspore import nn as msnn
+
+    pytest.importorskip("mindcv")
+    from mindcv.optim import create_optimizer
+    from mindcv.utils.train_step import TrainStep
+
+    net = msnn.SequentialCell([msnn.Dense(4, 3), msnn.BatchNorm1d(3)])
+    step = TrainStep(msnn.WithLossCell(net, msnn.SoftmaxCrossEntropyWithLogits(sparse=True)),
+                     create_optimizer(net.trainable_params(), opt=opt, lr=0.1), scale_sense=ms.Tensor(1024.0), ema=True)
+    ms.save_checkpoint(step, str(tmp_path / "train.ckpt"))
+    ckpt = read_checkpoint(str(tmp_path / "train.ckpt"))
+    assert set(ckpt.tensors) == {p.name for p in net.get_parameters()}

@@ -8,6 +8,16 @@ into the PyTorch twin), and compares every output with the reference model's, in
 
     python tools/check_reference.py triplet --repo /path/to/triplet-attention
     python tools/check_reference.py van --repo /path/to/VAN-Classification
+    python tools/check_reference.py halonet --repo /path/to/pytorch-image-models [--mindcv /path/to/mindcv]
+
+``halonet``: timm's own model code (a checkout, or the directory holding an installed ``timm``;
+torchvision is stubbed when it does not import, as next to the CPU torch build) builds each variant;
+its state dict is saved as ``.pth`` and ``.safetensors``, converted with ``zoo convert`` and loaded
+into both twins. Then mindcv's ``halonet_50t`` (installed, or ``--mindcv`` checkout) is given the
+same kind of weights, saved as mindcv's trainer saves them and imported; its own function is
+computed on CPU by replacing its ``nn.Unfold`` (ExtractImagePatches: no CPU kernel) with an
+equivalent in TensorFlow's patch order, and compared with both the mindcv-compatible twin
+(``halonet_50t``) and the timm-layout twin (``halonet50ts``, against timm's code on those weights).
 
 Nothing from the reference is copied into the zoo; this script only imports it from ``--repo``.
 """
@@ -233,15 +243,323 @@ def check_van(repo: str, names, size=None) -> bool:
     return ok_all
 
 
-FAMILIES = {"triplet": TRIPLET, "van": VAN}
+
+# --- HaloNet: timm and mindcv --------------------------------------------------------------------
+
+HALONET = ("halonet_h1", "halonet26t", "sehalonet33ts", "halonet50ts", "halo2botnet50ts_256")
+
+
+def _stub_torchvision() -> None:
+    """Make ``import torchvision`` (and any submodule) succeed with placeholder objects.
+
+    timm imports torchvision at import time (transforms, FrozenBatchNorm2d) but its HaloNet code
+    never calls it; next to the CPU build of torch, PyPI's torchvision fails to import.
+    """
+    import importlib.abc
+    import importlib.machinery
+
+    class Placeholder(type):
+        def __getattr__(cls, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return Placeholder(name, (), {"__init__": lambda self, *a, **k: None})
+
+    class Module(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return Placeholder(name, (), {"__init__": lambda self, *a, **k: None})
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname == "torchvision" or fullname.startswith("torchvision."):
+                return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            mod = Module(spec.name)
+            mod.__path__, mod.__version__ = [], "0.0.0+zoo-stub"
+            return mod
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, Finder())
+
+
+def _import_timm(repo: str):
+    root = next((d for d in (repo, os.path.dirname(os.path.abspath(repo)))
+                 if os.path.isfile(os.path.join(d, "timm", "__init__.py"))), None)
+    if root is None:
+        raise SystemExit(f"--repo {repo}: no timm package there (expected {repo}/timm/__init__.py)")
+    sys.path.insert(0, root)
+    try:
+        import torchvision  # noqa: F401
+    except Exception as err:  # ImportError, or RuntimeError from a torchvision built for another torch
+        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[k]
+        _stub_torchvision()
+        print(f"note: torchvision does not import ({type(err).__name__}); timm runs with a stub")
+    import timm
+
+    print(f"timm {timm.__version__} from {os.path.dirname(timm.__file__)}")
+    return timm
+
+
+def _zoo_convert(name, src, dst):
+    """``zoo convert NAME SRC DST`` (the command line), its output kept unless it fails."""
+    import contextlib
+    import io
+
+    from zoo.cli import main as zoo_cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = zoo_cli(["convert", name, src, dst])
+    if code != 0:
+        raise SystemExit(f"zoo convert {name} {src} {dst} failed:\n{out.getvalue()}")
+
+
+def _err(out, want, scale):
+    return float(np.abs(np.asarray(out, np.float64) - want).max()) / scale
+
+
+def _pt_out(model, x):
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _ms_outs(net, x):
+    import mindspore as ms
+
+    net.set_train(False)
+    outs = []
+    for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
+        ms.set_context(mode=mode)
+        outs.append(net(ms.Tensor(x)).asnumpy())
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    return outs
+
+
+def _generic_weights(name: str):
+    """The zoo parity checks' weights for ``name``: its registry ``parity_seed`` (a draw on which float32
+    determines the logits), the twin's timm-style init, zoo.parity's generic values, BatchNorm
+    statistics calibrated on 16 random images as zoo.parity.check does. Returns (state dict, seed)."""
+    import torch
+
+    import zoo
+    from zoo import registry
+    from zoo.parity import randomize_
+
+    seed = registry.get(name).parity_seed
+    torch.manual_seed(seed)
+    model = zoo.create_model(name, "pt", drop_rate=0.0, drop_path_rate=0.0)
+    randomize_(model, seed, (16, 3, 256, 256))
+    return model.state_dict(), seed
+
+
+def _floor(model, x, want):
+    import copy
+
+    import torch
+
+    with torch.no_grad():
+        ref64 = copy.deepcopy(model).double()(torch.from_numpy(x).double()).numpy()
+    return _err(want, ref64, max(1.0, float(np.abs(ref64).max())))
+
+
+def check_halonet_timm(repo: str, names) -> bool:
+    import torch
+    from safetensors.torch import save_file
+
+    import zoo
+
+    timm = _import_timm(repo)
+    ok_all = True
+    cols = ("model", "seed", "fp32 floor", "pt (.pth)", "pt (.safetensors)", "pt (.ckpt)", "ms pynative", "ms graph")
+    print("\n" + "  ".join(f"{c:>17}" if i else f"{c:<20}" for i, c in enumerate(cols)) + "  verdict")
+    for name in names:
+        weights, seed = _generic_weights(name)
+        ref = timm.create_model(name)  # timm's own code
+        ref.load_state_dict(weights, strict=True)
+        ref.eval()
+        x = np.random.default_rng(seed).standard_normal((2, 3, 256, 256)).astype(np.float32)
+        want = _pt_out(ref, x)
+        scale = max(1.0, float(np.abs(want).max()))
+        floor = _floor(ref, x, want)
+        with tempfile.TemporaryDirectory() as d:
+            sd = ref.state_dict()
+            pth, st, ckpt = (os.path.join(d, f"{name}{s}") for s in (".pth", ".safetensors", ".ckpt"))
+            torch.save(sd, pth)  # timm's released files: a plain state dict
+            save_file({k: v.contiguous() for k, v in sd.items()}, st)
+            _zoo_convert(name, pth, ckpt)
+            errs = [_err(_pt_out(zoo.create_model(name, "pt", checkpoint=f), x), want, scale) for f in (pth, st, ckpt)]
+            errs += [_err(o, want, scale) for o in _ms_outs(zoo.create_model(name, "ms", checkpoint=ckpt), x)]
+        ok = all(e <= 1e-4 for e in errs)
+        ok_all &= ok
+        print(f"{name:<20}  {seed:>17}  {floor:>17.1e}  " + "  ".join(f"{e:>17.1e}" for e in errs) +
+              f"  {'ok' if ok else 'FAIL'}")
+    return ok_all
+
+
+class _ExtractPatchesTF:
+    """CPU stand-in for mindcv's ``nn.Unfold`` (ExtractImagePatches, 'valid', rates 1).
+
+    TensorFlow's extract_image_patches flattens each patch as (row, column, channel) with the channel
+    fastest: ``out[b, (ky * k + kx) * C + c, i, j] = x[b, c, i * s + ky, j * s + kx]``. MindSpore's
+    GPU kernel runs that extractor on an NHWC copy; the Ascend kernel has the same contract.
+    ``channel_major=True`` orders it (c, ky, kx) instead, as torch's F.unfold does.
+    """
+
+    def __new__(cls, k: int, s: int, channel_major: bool = False):
+        from mindspore import nn, ops
+
+        class Extract(nn.Cell):
+            def construct(self, x):
+                b, c, h, w = x.shape
+                nh, nw = (h - k) // s + 1, (w - k) // s + 1
+                pieces = []
+                for ky in range(k):
+                    for kx in range(k):
+                        pieces.append(x[:, :, ky:ky + s * (nh - 1) + 1:s, kx:kx + s * (nw - 1) + 1:s])
+                return ops.stack(pieces, 2 if channel_major else 1).reshape(b, k * k * c, nh, nw)
+
+        return Extract()
+
+
+def _import_mindcv_halonet(path):
+    if path:
+        root = next((d for d in (path, os.path.dirname(os.path.abspath(path)))
+                     if os.path.isfile(os.path.join(d, "mindcv", "__init__.py"))), None)
+        if root is None:
+            raise SystemExit(f"--mindcv {path}: no mindcv package there")
+        sys.path.insert(0, root)
+    import inspect
+
+    import mindcv
+    from mindcv.models import halonet as H
+    from mindspore import ops
+
+    print(f"mindcv {getattr(mindcv, '__version__', '?')} from {os.path.dirname(mindcv.__file__)}")
+    if "paddings=" in inspect.getsource(H.rel_logits_1d):
+        # mindcv 0.3.0 calls ops.pad(x, paddings=...), an argument MindSpore >= 2.3 no longer takes
+        class Ops:
+            def __getattr__(self, name):
+                return getattr(ops, name)
+
+            @staticmethod
+            def pad(x, padding=None, paddings=None):
+                return ops.Pad(tuple(paddings))(x) if paddings is not None else ops.pad(x, padding)
+
+        H.ops = Ops()
+        print("note: mindcv's ops.pad(x, paddings=...) calls are routed to ops.Pad (same zero padding)")
+    return H
+
+
+def _mindcv_net(H, weights, channel_major=False):
+    """mindcv's own halonet_50t with ``weights`` (zoo/timm names, mapped by the importer's rules), its
+    unfold replaced by the CPU stand-in, in PYNATIVE inference mode."""
+    import mindspore as ms
+
+    from zoo.convert.layouts.halonet import import_mindcv
+
+    net = H.halonet_50t()
+    params = {p.name: p for p in net.get_parameters()}
+    for zoo_name, name in import_mindcv({k: k for k in params}).items():  # zoo (timm) name -> mindcv's
+        params[name].set_data(ms.Tensor(weights[zoo_name].numpy()))
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, H.HaloAttention):
+            cell.kv_unfold = _ExtractPatchesTF(cell.win_size, cell.block_size, channel_major)
+    net.set_train(False)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    return net
+
+
+def check_halonet_mindcv(repo: str, mindcv_path) -> bool:
+    """mindcv halonet_50t checkpoints through the import into both twins.
+
+    Two sets of weights: BatchNorm statistics calibrated under mindcv's function (as mindcv training
+    leaves them; for the mindcv-compatible twin ``halonet_50t``) and under timm's (for the timm-layout
+    twin ``halonet50ts``, compared with timm's code). Each is written as mindcv's trainer writes a
+    checkpoint (weights, AdamW state, EMA copies, loss scale), converted with ``zoo convert`` and loaded.
+    """
+    import mindspore as ms
+    from mindspore import nn as msnn
+    from mindcv.optim import create_optimizer
+    from mindcv.utils.train_step import TrainStep
+
+    import zoo
+
+    timm = _import_timm(repo) if "timm" not in sys.modules else sys.modules["timm"]
+    H = _import_mindcv_halonet(mindcv_path)
+    ok_all = True
+    print("\nmindcv halonet_50t checkpoints through the mindcv import; error = max|twin - reference| / "
+          "max(1, max|reference|)")
+    print(f"{'twin':<28} {'reference':<34} {'pt':>9} {'ms pynative':>12} {'ms graph':>9}  verdict")
+    with tempfile.TemporaryDirectory() as d:
+        for twin, own in (("halonet_50t", "mindcv"), ("halonet50ts", "timm")):
+            weights, seed = _generic_weights(twin)
+            x = np.random.default_rng(seed).standard_normal((2, 3, 256, 256)).astype(np.float32)
+            net = _mindcv_net(H, weights)
+            refs = {"mindcv": net(ms.Tensor(x)).asnumpy()}
+            timm_ref = timm.create_model("halonet50ts")
+            timm_ref.load_state_dict(weights, strict=True)
+            refs["timm"] = _pt_out(timm_ref, x)
+            src = os.path.join(d, f"{twin}_weights-300_2502.ckpt")
+            train = TrainStep(msnn.WithLossCell(net, msnn.SoftmaxCrossEntropyWithLogits(sparse=True)),
+                              create_optimizer(net.trainable_params(), opt="adamw", lr=1e-3),
+                              scale_sense=ms.Tensor(1024.0), ema=True)
+            ms.save_checkpoint(train, src)  # what mindcv's trainer writes
+            dst = os.path.join(d, f"{twin}.ckpt")
+            _zoo_convert(twin, src, dst)
+            outs = [_pt_out(zoo.create_model(twin, "pt", checkpoint=src), x),
+                    *_ms_outs(zoo.create_model(twin, "ms", checkpoint=dst), x)]
+            floor = _floor(_load_pt(twin, weights), x, outs[0])
+            print(f"-- weights calibrated under {own}'s function (seed {seed}; float32 floor of the twin {floor:.1e}; "
+                  f"max|logit| mindcv {np.abs(refs['mindcv']).max():.3g}, timm {np.abs(refs['timm']).max():.3g})")
+            rows = [(twin, f"{own}'s function", outs, refs[own], True)]
+            other = "timm" if own == "mindcv" else "mindcv"
+            rows.append((twin, f"{other}'s function", outs, refs[other], False))
+            if own == "timm":  # with a channel-major unfold, mindcv differs from timm only in the stem pool padding
+                cm = zoo.create_model("halonet50ts", "pt", stem_pool_pad="zero")
+                cm.load_state_dict(weights, strict=True)
+                ref_cm = _mindcv_net(H, weights, channel_major=True)(ms.Tensor(x)).asnumpy()
+                rows.append(("halonet50ts, zero-pad pool", "mindcv with a channel-major unfold", [_pt_out(cm, x)],
+                             ref_cm, True))
+            for name, label, got, ref, same in rows:
+                scale = max(1.0, float(np.abs(ref).max()))
+                errs = [_err(o, ref, scale) for o in got]
+                ok = all(e <= 1e-4 for e in errs) if same else min(errs) > 1e-3
+                ok_all &= ok
+                cells = [f"{e:.1e}" for e in errs] + ["-"] * (3 - len(errs))
+                verdict = ("ok" if ok else "FAIL") if same else ("differs, as expected" if ok else "UNEXPECTEDLY EQUAL")
+                print(f"{name:<28} {label:<34} {cells[0]:>9} {cells[1]:>12} {cells[2]:>9}  {verdict}")
+    return ok_all
+
+
+def _load_pt(name, weights):
+    import zoo
+
+    model = zoo.create_model(name, "pt")
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+FAMILIES = {"triplet": TRIPLET, "van": VAN, "halonet": HALONET}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("family", choices=tuple(FAMILIES), help="the family to check")
-    p.add_argument("--repo", required=True, help="a checkout of the family's reference repository")
+    p.add_argument("--repo", required=True, help="a checkout of the family's reference repository (halonet: "
+                   "pytorch-image-models, or the directory holding an installed timm)")
     p.add_argument("--models", help="comma-separated subset (default: all the reference builds)")
+    p.add_argument("--mindcv", help="halonet: a mindcv checkout for halonet_50t (default: the installed mindcv)")
     p.add_argument("--size", type=int, help="VAN only: input size in px (default 224 for van_b0-b3, 64 for b4-b6)")
+    p.add_argument("--no-mindcv", action="store_true", help="halonet: skip mindcv's halonet_50t")
     args = p.parse_args(argv)
     if not os.path.isdir(args.repo):
         p.error(f"--repo {args.repo}: not a directory")
@@ -250,12 +568,16 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in known]
     if unknown:
         p.error(f"unknown model(s) {unknown}; choose from {', '.join(known)}")
+    if args.size is not None and args.family != "van":
+        p.error("--size applies to the van family only")
     if args.family == "triplet":
-        if args.size is not None:
-            p.error("--size applies to the van family only")
         ok = check_triplet(args.repo, names)
-    else:
+    elif args.family == "van":
         ok = check_van(args.repo, names, args.size)
+    else:
+        ok = check_halonet_timm(args.repo, names)
+        if not args.no_mindcv:
+            ok &= check_halonet_mindcv(args.repo, args.mindcv)
     print("verdict:", "every output within 1e-4 of the reference" if ok else "FAILED")
     return 0 if ok else 1
 

@@ -204,18 +204,20 @@ def _ms_mode(mode: str):
 
 
 def check(name: str, input_size: Optional[Sequence[int]] = None, batch: int = 2, modes: Sequence[str] = MODES,
-          grads: bool = True, grad_mode: str = "graph", seed: int = 0, **kwargs) -> ParityResult:
+          grads: bool = True, grad_mode: str = "graph", seed: Optional[int] = None, **kwargs) -> ParityResult:
     """Measure the twins of registered model ``name`` against each other; see the module docstring.
 
     ``input_size`` (C, H, W) defaults to the model's input size; ``kwargs`` go to both constructors
     (the registry's ``test_kwargs`` are added when ``input_size`` is the model's ``test_input_size``).
-    Gradients are computed in ``grad_mode`` ('graph', as training runs, or 'pynative').
+    Gradients are computed in ``grad_mode`` ('graph', as training runs, or 'pynative'). ``seed`` (of
+    the weights and the input) defaults to the model's ``parity_seed`` in the registry.
     """
     import torch
 
     from zoo.convert import core
 
     entry = registry.get(name)
+    seed = entry.parity_seed if seed is None else seed
     input_size = tuple(input_size or entry.input_size)
     if entry.test_input_size is not None and input_size == tuple(entry.test_input_size) \
             and input_size != tuple(entry.input_size):

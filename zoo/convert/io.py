@@ -32,12 +32,16 @@ SUPPORTED = ".pth, .pth.tar, .pt, .bin, .safetensors, .ckpt"
 WEIGHT_KEYS = ("state_dict", "model", "params", "module", "net", "model_state", "weights")
 
 # MindSpore optimizer / training-loop state saved next to the weights (mindcv, Model.train).
-_OPT_PREFIXES = ("moments.", "adam_m.", "adam_v.", "accum.", "mean_square.", "mean_grad.", "moment1.",
+# mindcv's optimizers add lion_m/nadam_m/nadam_v/mu_schedule/prev_gradient, MindSpore's RMSProp
+# moment/mean_square, SGD stat/accum, Lamb lamb_m/lamb_v; mindcv's TrainStep counts EMA updates in
+# 'updates', and gradient accumulation keeps grad_accumulation/accu_grads copies.
+_OPT_PREFIXES = ("moments.", "adam_m.", "adam_v.", "accum.", "mean_square.", "mean_grad.", "moment.", "moment1.",
                  "moment2.", "moment3.", "vhat.", "exp_avg.", "exp_avg_sq.", "ema.", "ema_", "optimizer.", "opt.",
-                 "train_state.")
+                 "train_state.", "lion_m.", "nadam_m.", "nadam_v.", "lamb_m.", "lamb_v.", "prev_gradient.", "stat.",
+                 "accu_grads.", "grad_accumulation.", "accum_update.")
 _OPT_NAMES = {"global_step", "learning_rate", "momentum", "beta1_power", "beta2_power", "scale_sense",
               "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num", "loss_scale",
-              "weight_decay", "lr", "epoch", "step"}
+              "weight_decay", "lr", "epoch", "step", "updates", "mu_schedule", "accumulation_step"}
 
 
 @dataclass

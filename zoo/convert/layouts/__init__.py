@@ -11,7 +11,7 @@ import importlib
 from typing import Callable, Dict, Tuple
 
 _IMPORTERS: Dict[Tuple[str, str], Callable] = {}
-_FAMILY_MODULES = ("triplet", "van")
+_FAMILY_MODULES = ("triplet", "van", "halonet")
 
 
 def register_layout(family: str, layout: str):
