@@ -177,6 +177,22 @@ def test_bad_config_and_dataset_errors(data, tmp_path):
     assert r.returncode == 2 and "no such checkpoint" in r.stderr
 
 
+@pytest.mark.parametrize("override, says", [
+    ({"loss_scale_type": "dynamic", "drop_overflow_update": True}, "supports neither on CPU"),
+    ({"opt": "lamb"}, "Lamb has no CPU kernel"),
+    ({"distribute": True}, "msrun"),
+])
+def test_settings_mindspore_rejects_are_named_before_building(override, says, monkeypatch):
+    """Ascend recipes moved to CPU (or run without msrun) fail with a sentence, not a traceback from compile."""
+    from zoo.train.config import ConfigError, load_config
+    from zoo.train.ms import check_device
+
+    monkeypatch.delenv("MS_ROLE", raising=False)
+    check_device(load_config(SMOKE))  # the smoke recipe itself is fine
+    with pytest.raises(ConfigError, match=says):
+        check_device(load_config(SMOKE, {k: str(v) for k, v in override.items()}))
+
+
 def test_unreadable_image_is_reported_not_fatal(tmp_path):
     root = make_image_folder(str(tmp_path / "d"), classes=4, per_class=8, size=32)
     bad = os.path.join(root, "train", "class_1", "0003.png")

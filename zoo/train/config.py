@@ -65,7 +65,7 @@ class TrainConfig:
     crop_pct: float = _f(0.875, "evaluation centre-crop fraction (resize to image_resize / crop_pct first)")
     mixup: float = _f(0.0, "mixup alpha (0 = off)")
     cutmix: float = _f(0.0, "cutmix alpha (0 = off)")
-    cutmix_prob: float = _f(1.0, "probability of cutmix when both are on")
+    cutmix_prob: float = _f(1.0, "probability that a batch is mixed (mindcv: Mixup prob; mixup vs cutmix switch 0.5)")
     # model
     model: str = _f("", "a registered model name (`zoo list`)")
     num_classes: int = _f(1000, "number of classes")

@@ -25,6 +25,23 @@ def launched_by_msrun() -> bool:
     return os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
 
 
+def check_device(cfg: TrainConfig) -> None:
+    """Settings MindSpore would reject with a traceback deep inside, said plainly before anything is built."""
+    from zoo.train.config import ConfigError
+
+    if cfg.device_target == "CPU" and (cfg.loss_scale_type == "dynamic" or cfg.drop_overflow_update):
+        raise ConfigError("loss_scale_type: dynamic / drop_overflow_update: MindSpore supports neither on CPU; for a "
+                          "CPU run pass --amp_level O0 --loss_scale_type fixed --loss_scale 1 --drop_overflow_update "
+                          "False")
+    if cfg.device_target == "CPU" and cfg.opt.lower() == "lamb":
+        raise ConfigError("opt: lamb: MindSpore's Lamb has no CPU kernel (Ascend and GPU only); for a CPU try-out of "
+                          "this recipe pass --opt adamw")
+    if cfg.distribute and "MS_ROLE" not in os.environ:
+        raise ConfigError("distribute: True needs the processes msrun starts (no MS_ROLE in the environment): launch "
+                          "with `msrun --worker_num=N --local_worker_num=N tools/train.py -c ...`, or pass "
+                          "--distribute False for one device (msrun with several workers turns it on by itself)")
+
+
 class MindSporeBackend:
     framework, suffix = "ms", ".ckpt"
 
@@ -32,6 +49,7 @@ class MindSporeBackend:
         import mindspore as ms
 
         self.cfg = cfg
+        check_device(cfg)
         ms.set_context(mode=cfg.mode)
         ms.set_device(cfg.device_target)
         self.rank, self.world = 0, 1
