@@ -22,7 +22,12 @@ float32 gradient is from float64, and how far the float64 gradient moves when ev
 perturbed by ``SENSITIVITY`` (1e-5, a few times the twins' forward differences, so that it flips the
 near-tied maxes the twins may flip). If the floor is above a tenth of the bound and the MindSpore
 error is within ``NOISE_FACTOR`` floors, the parameter is reported as noise-limited, not failed.
-Parameters within the bound never consult the floor. Everything is reported, nothing is hidden: the
+Parameters within the bound never consult the floor.
+
+The forward comparison needs an input on which float32 determines the logits at all: some random
+networks (HaloNets in eval mode) are chaotic, and PyTorch's own float32 logits are then 1e-4 or more
+away from float64. The check takes the first of ``INPUT_TRIES`` inputs whose floor is at most a
+tenth of the bound (else the best one) and reports the floor next to the error. Everything is reported, nothing is hidden: the
 table shows how many parameters needed that and by how much.
 """
 from __future__ import annotations
@@ -244,7 +249,6 @@ def check_pair(pt, net, input_size: Sequence[int], batch: int = 2, modes: Sequen
     through the converter; then forward, gradients and the round trip are measured.
     """
     import mindspore as ms
-    import torch
 
     from zoo.convert import core, names
 
@@ -265,16 +269,20 @@ def check_pair(pt, net, input_size: Sequence[int], batch: int = 2, modes: Sequen
             back[k].dtype == v.dtype and back[k].shape == v.shape and np.array_equal(back[k], v)
             for k, v in state.items() if not names.is_pt_only(k))
 
-        if grads:
-            x, res.input_seed, res.min_tie_gap = pick_input(pt, (batch, *input_size), seed)
-        else:
-            x = np.random.default_rng(seed).standard_normal((batch, *input_size)).astype(np.float32)
-        pt.eval()
-        with torch.no_grad():
-            ref = pt(torch.from_numpy(x)).numpy()
-            ref64 = copy.deepcopy(pt).double()(torch.from_numpy(x).double()).numpy()
-        scale = max(1.0, float(np.abs(ref).max()))
-        res.fwd_floor = float(np.abs(ref - ref64).max()) / scale
+        # an input on which float32 determines the logits (floor <= DETERMINED * bound), when one of
+        # INPUT_TRIES draws gives one (else the best): on a chaotic draw no float32 comparison means anything
+        best = None
+        for k in range(INPUT_TRIES):
+            if grads:
+                x, s, gap = pick_input(pt, (batch, *input_size), seed + 1000 * k)
+            else:
+                x, s, gap = _plain_input((batch, *input_size), seed + 1000 * k), seed + 1000 * k, float("inf")
+            ref, floor, scale = _reference_and_floor(pt, x)
+            if best is None or floor < best[3]:
+                best = (x, s, gap, floor, ref, scale)
+            if floor <= FWD_BOUND * DETERMINED:
+                break
+        x, res.input_seed, res.min_tie_gap, res.fwd_floor, ref, scale = best
         net.set_train(False)
         for mode in modes:
             ms.set_context(mode=_ms_mode(mode))
@@ -289,6 +297,22 @@ def check_pair(pt, net, input_size: Sequence[int], batch: int = 2, modes: Sequen
         ms.set_context(mode=old_mode)
         res.seconds = time.perf_counter() - t0
     return res
+
+
+def _plain_input(shape, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _reference_and_floor(pt, x):
+    """Eval-mode logits of ``pt`` on ``x``, PyTorch float32 vs float64 error on them, and their scale."""
+    import torch
+
+    pt.eval()
+    with torch.no_grad():
+        ref = pt(torch.from_numpy(x)).numpy()
+        ref64 = copy.deepcopy(pt).double()(torch.from_numpy(x).double()).numpy()
+    scale = max(1.0, float(np.abs(ref).max()))
+    return ref, float(np.abs(ref - ref64).max()) / scale, scale
 
 
 def _grads64(pt, x, r, perturb: float = 0.0, seed: int = 0) -> dict:
