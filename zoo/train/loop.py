@@ -269,13 +269,35 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
+def atomic_write(path: str, write) -> None:
+    """Write ``path`` by calling ``write(tmp)`` on a hidden temporary file in the same folder (same suffix),
+    then renaming it into place: readers see the old file or the whole new one, never part of one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.partial-{os.getpid()}{os.path.splitext(name)[1]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def refuse_non_finite(bad, state: dict, path: str) -> None:
+    """The backends' check before saving: weights that became NaN/inf stop the run, the last good file stays."""
+    if bad:
+        raise Diverged(f"the weights became non-finite ({', '.join(bad[:3])}) after epoch {state['epoch'] + 1} "
+                       f"step {state['step']}: stopping without saving {os.path.basename(path)}.")
+
+
 def _write_json(path: str, obj) -> None:
     import json
 
-    tmp = path + ".partial"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+
+    atomic_write(path, write)
 
 
 def _prune(cfg: TrainConfig, suffix: str) -> None:

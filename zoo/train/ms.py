@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from zoo.train.config import TrainConfig
-from zoo.train.loop import Diverged, TrainingError, decayed
+from zoo.train.loop import TrainingError, atomic_write, decayed, refuse_non_finite
 
 STATE_PREFIX = "train_state."  # training-position entries in checkpoints (zoo convert drops them)
 ADAM_FAMILY = ("adam", "adamw", "lamb", "nadam", "adan", "lion")
@@ -142,19 +142,13 @@ class MindSporeBackend:
 
         bad = [p.name for p in self.step.get_parameters()
                if p.dtype in (ms.float32, ms.float16) and not np.isfinite(p.asnumpy()).all()]
-        if bad:
-            raise Diverged(f"the weights became non-finite ({', '.join(bad[:3])}) after epoch {state['epoch'] + 1} "
-                           f"step {state['step']}: stopping without saving {os.path.basename(path)}.")
-        folder, name = os.path.split(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{name}.partial-{os.getpid()}.ckpt")
-        try:
+        refuse_non_finite(bad, state, path)
+
+        def write(tmp):
             ms.save_checkpoint(self.step, tmp, append_dict={STATE_PREFIX + k: v for k, v in state.items()})
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+
+        atomic_write(path, write)
 
     def load(self, path: str) -> dict:
         """Restore weights and optimizer state; returns the training position."""

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from zoo.train.config import TrainConfig
-from zoo.train.loop import Diverged, TrainingError, decayed
+from zoo.train.loop import TrainingError, atomic_write, decayed, refuse_non_finite
 
 SUPPORTED_OPT = ("sgd", "momentum", "nesterov", "adam", "adamw")
 
@@ -170,19 +170,10 @@ class PyTorchBackend:
 
         sd = self.model.state_dict()
         bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise Diverged(f"the weights became non-finite ({', '.join(bad[:3])}) after epoch {state['epoch'] + 1} "
-                           f"step {state['step']}: stopping without saving {os.path.basename(path)}.")
-        folder, name = os.path.split(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{name}.partial-{os.getpid()}.pth")
-        try:
-            torch.save({"state_dict": sd, "optimizer": self.opt.state_dict(), "train_state": dict(state),
-                        "scaler": self.scaler.state_dict() if self.scaler is not None else None}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        refuse_non_finite(bad, state, path)
+        atomic_write(path, lambda tmp: torch.save(
+            {"state_dict": sd, "optimizer": self.opt.state_dict(), "train_state": dict(state),
+             "scaler": self.scaler.state_dict() if self.scaler is not None else None}, tmp))
 
     def load(self, path: str) -> dict:
         import torch

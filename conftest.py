@@ -1,3 +1,4 @@
+"""Shared by tests/ and parity_tests/: quiet MindSpore, one torch thread per xdist worker, the `cli` fixture."""
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
 
     torch.set_num_threads(1)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_cli(*args, timeout=600):
