@@ -464,7 +464,7 @@ def _mindcv_net(H, weights, channel_major=False):
     unfold replaced by the CPU stand-in, in PYNATIVE inference mode."""
     import mindspore as ms
 
-    from zoo.convert.layouts.halonet import import_mindcv
+    from zoo.models.halonet.layouts import import_mindcv
 
     net = H.halonet_50t()
     params = {p.name: p for p in net.get_parameters()}

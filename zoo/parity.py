@@ -219,7 +219,7 @@ def check(name: str, input_size: Optional[Sequence[int]] = None, batch: int = 2,
     """
     import torch
 
-    from zoo.convert import core
+    from zoo.factory import build_kwargs
 
     entry = registry.get(name)
     seed = entry.parity_seed if seed is None else seed
@@ -229,7 +229,7 @@ def check(name: str, input_size: Optional[Sequence[int]] = None, batch: int = 2,
         kwargs = {**entry.test_kwargs, **kwargs}
     t0 = time.perf_counter()
     try:
-        build = core.build_kwargs(entry, **{"drop_rate": 0.0, "drop_path_rate": 0.0, **kwargs})
+        build = build_kwargs(entry, **{"drop_rate": 0.0, "drop_path_rate": 0.0, **kwargs})
         torch.manual_seed(seed)
         pt = entry.builder("pt")(**build)
         net = entry.builder("ms")(**build)

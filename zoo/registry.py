@@ -3,8 +3,9 @@
 An entry says which family a model belongs to, how to build each twin (a class name that both
 ``zoo.models.<family>.pt`` and ``zoo.models.<family>.ms`` define, plus the variant's arguments),
 its default input size and preprocessing, its published figures, and the external checkpoint
-layouts its family can import. Entries are declared in each family's ``config.py``; nothing here
-imports a deep-learning framework, so ``zoo list`` stays fast.
+layouts its family can import. Entries are declared in each family's ``config.py``, which imports this
+module; ``zoo.models`` imports every family's ``config.py`` (``import zoo`` does that), so this module
+imports nothing of the zoo's but its errors, and no deep-learning framework: ``zoo list`` stays fast.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
+
+from zoo.errors import UnknownModelError
 
 FRAMEWORKS = ("ms", "pt")
 
@@ -84,33 +87,25 @@ def register(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def _ensure_loaded() -> None:
-    importlib.import_module("zoo.models")
-
-
 def get(name: str) -> ModelEntry:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}.{hint} `zoo list` shows the registered models.") from None
+        raise UnknownModelError(f"unknown model {name!r}.{hint} `zoo list` shows the registered models.") from None
 
 
 def list_models(family: Optional[str] = None) -> list:
     """Names of the registered models (of one family when given), in registration order."""
-    _ensure_loaded()
     if family is not None and family not in families():
-        raise KeyError(f"unknown family {family!r}; families: {', '.join(families())}")
+        raise UnknownModelError(f"unknown family {family!r}; families: {', '.join(families())}")
     return [n for n, e in _REGISTRY.items() if family is None or e.family == family]
 
 
 def families() -> list:
-    _ensure_loaded()
     return list(dict.fromkeys(e.family for e in _REGISTRY.values()))
 
 
 def entries() -> Dict[str, ModelEntry]:
-    _ensure_loaded()
     return dict(_REGISTRY)

@@ -20,6 +20,7 @@ from zoo import registry
 from zoo.convert import names
 from zoo.convert.io import Checkpoint, ConversionError, check_destination, file_format, read_checkpoint, write_checkpoint
 from zoo.convert.layouts import get_importer
+from zoo.factory import build_kwargs
 
 log = logging.getLogger("zoo")
 
@@ -40,12 +41,6 @@ class Spec:
     @property
     def ms_to_pt(self):
         return OrderedDict((m, p) for p, m in self.ms_names.items())
-
-
-def build_kwargs(entry: registry.ModelEntry, **overrides) -> dict:
-    kwargs = dict(entry.kwargs, num_classes=entry.num_classes)
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
 
 
 def spec(entry: registry.ModelEntry, **overrides) -> Spec:

@@ -18,8 +18,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 
-class ConversionError(Exception):
-    """A checkpoint cannot be read, does not fit the model, or cannot be written."""
+from zoo.errors import ConversionError  # noqa: E402,F401  (re-exported: zoo.convert.ConversionError)
 
 
 TORCH_SUFFIXES = (".pth.tar", ".pth", ".pt", ".bin", ".tar")

@@ -43,8 +43,7 @@ LAYOUTS = {
 SPLIT_ALIASES = {"val": "test", "validation": "test", "eval": "test"}  # for datasets that ship train/test only
 
 
-class DatasetError(Exception):
-    """The dataset is missing or does not have the expected layout."""
+from zoo.errors import DatasetError  # noqa: E402,F401  (re-exported)
 
 
 def _error(name: str, path: str, problem: str) -> DatasetError:

@@ -15,8 +15,7 @@ IMAGENET_MEAN = [123.675, 116.28, 103.53]  # mindcv's 0-255 convention
 IMAGENET_STD = [58.395, 57.12, 57.375]
 
 
-class ConfigError(Exception):
-    """A recipe or an override is wrong; the message says which key and why."""
+from zoo.errors import ConfigError  # noqa: E402,F401  (re-exported)
 
 
 def _f(default, help: str, choices: Optional[Sequence] = None):

@@ -28,18 +28,14 @@ import time
 
 import numpy as np
 
+from zoo.files import atomic_write
 from zoo.train.config import TrainConfig, to_dict
 
 EXIT_DIVERGED = 3
 log = logging.getLogger("zoo.train")
 
 
-class TrainingError(Exception):
-    """The run cannot start or continue; the message says why and what to do."""
-
-
-class Diverged(TrainingError):
-    """The loss or the weights became non-finite."""
+from zoo.errors import Diverged, TrainingError  # noqa: E402,F401  (re-exported)
 
 
 def make_backend(cfg: TrainConfig):
@@ -267,20 +263,6 @@ def train(cfg: TrainConfig) -> dict:
     log.info("finished: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
     backend.finish()
     return summary
-
-
-def atomic_write(path: str, write) -> None:
-    """Write ``path`` by calling ``write(tmp)`` on a hidden temporary file in the same folder (same suffix),
-    then renaming it into place: readers see the old file or the whole new one, never part of one."""
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{name}.partial-{os.getpid()}{os.path.splitext(name)[1]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def refuse_non_finite(bad, state: dict, path: str) -> None:

@@ -13,7 +13,9 @@ import os
 import numpy as np
 
 from zoo.train.config import TrainConfig
-from zoo.train.loop import TrainingError, atomic_write, decayed, refuse_non_finite
+from zoo.errors import TrainingError
+from zoo.files import atomic_write
+from zoo.train.loop import decayed, refuse_non_finite
 
 STATE_PREFIX = "train_state."  # training-position entries in checkpoints (zoo convert drops them)
 ADAM_FAMILY = ("adam", "adamw", "lamb", "nadam", "adan", "lion")

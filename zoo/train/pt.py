@@ -19,7 +19,9 @@ import os
 import numpy as np
 
 from zoo.train.config import TrainConfig
-from zoo.train.loop import TrainingError, atomic_write, decayed, refuse_non_finite
+from zoo.errors import TrainingError
+from zoo.files import atomic_write
+from zoo.train.loop import decayed, refuse_non_finite
 
 SUPPORTED_OPT = ("sgd", "momentum", "nesterov", "adam", "adamw")
 

@@ -11,7 +11,7 @@ shape or layout. Optimizer and training state saved next to the weights by mindc
 import re
 from collections import OrderedDict
 
-from zoo.convert.io import ConversionError
+from zoo.errors import ConversionError
 from zoo.convert.layouts import register_layout
 
 _BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
