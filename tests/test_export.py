@@ -51,7 +51,7 @@ def test_export_writes_and_verifies_mindir_and_onnx(family, tmp_path):
     formats = ["mindir"] + (["onnx"] if _onnx_available() else [])
     for fmt in formats:
         out = str(tmp_path / f"{name}.{fmt}")
-        res = export.export(name, ckpt, out, fmt=fmt, input_size=size, batch=2)
+        res = export.export(name, ckpt, out, fmt=fmt, input_size=size)
         print(export.format_table([res]))
         assert res.verified and res.passed, res
         assert set(res.errors) == {"ms", "pt"} and max(res.errors.values()) <= 1e-4
@@ -68,13 +68,13 @@ def test_export_cli_writes_onnx_and_refuses_to_overwrite(tmp_path, cli):
         pytest.skip("the onnx extra is not installed")
     ckpt = _checkpoint(tmp_path, "triplet_resnet18_cifar")
     out = tmp_path / "r18.onnx"
-    r = cli("export", "triplet_resnet18_cifar", "--checkpoint", ckpt, str(out))
+    r = cli("export", "triplet_resnet18_cifar", "--checkpoint", ckpt, "--batch", "2", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("triplet_resnet18_cifar"))
-    assert line.split()[1:4] == ["onnx", "32x32", "1"] and line.split()[-1] == "ok", r.stdout
+    assert line.split()[1:4] == ["onnx", "32x32", "2"] and line.split()[-1] == "ok", r.stdout
     import onnxruntime as ort
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert session.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0].shape == (1, 10)
+    assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)
     before = out.read_bytes()
     r = cli("export", "triplet_resnet18_cifar", "--checkpoint", ckpt, str(out))
     assert r.returncode == 2 and "already exists; pass --force" in r.stderr

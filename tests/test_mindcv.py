@@ -143,23 +143,32 @@ def test_the_model_config_gives_mindcv_the_preprocessing(tmp_path):
 
 
 @needs_checkout
-def test_mindcv_train_py_trains_a_zoo_model(tmp_path):
-    """mindcv's own train.py, run as docs/training.md says, trains a zoo model in GRAPH mode on the CPU."""
+def test_mindcv_train_and_validate_run_a_zoo_model(tmp_path):
+    """mindcv's own train.py and validate.py, run exactly as docs/training.md says, on a zoo model in GRAPH mode
+    on the CPU: train writes checkpoints the zoo reads, validate evaluates the best one."""
     from zoo.data.synthetic import make_image_folder
 
-    data = make_image_folder(str(tmp_path / "data"), classes=4, per_class=4, size=32)
+    make_image_folder(str(tmp_path / "DATA"), classes=4, per_class=4, size=32)
+    env = dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT)
+    env.pop("ZOO_MINDCV_DIR", None)
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-m", "zoo.mindcv", "--mindcv-dir", CHECKOUT, *args], capture_output=True,
+                           text=True, timeout=900, cwd=str(tmp_path), env=env)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+        return r.stdout + r.stderr
+
     recipe = os.path.join(ROOT, "configs", "triplet", "triplet_resnet18_cifar_smoke.yaml")
-    r = subprocess.run([sys.executable, "-m", "zoo.mindcv", "train.py", "-c", recipe, "--data_dir", data,
-                        "--ckpt_save_dir", str(tmp_path / "out"), "--epoch_size", "1", "--val_while_train", "False"],
-                       capture_output=True, text=True, timeout=900, cwd=str(tmp_path),
-                       env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT, ZOO_MINDCV_DIR=CHECKOUT))
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-4000:]
+    out = run("train.py", "-c", recipe, "--data_dir", "DATA", "--ckpt_save_dir", "runs/r18_mindcv", "--epoch_size", "1")
     assert "Model: triplet_resnet18_cifar" in out and "Epoch: [1/1], batch: [2/2]" in out, out[-3000:]
-    assert os.path.isfile(tmp_path / "out" / "triplet_resnet18_cifar-1_2.ckpt")
+    best = tmp_path / "runs" / "r18_mindcv" / "triplet_resnet18_cifar_best.ckpt"
+    assert os.path.isfile(best) and os.path.isfile(tmp_path / "runs" / "r18_mindcv" / "triplet_resnet18_cifar-1_2.ckpt")
+    out = run("validate.py", "--model", "triplet_resnet18_cifar", "--num_classes", "4", "--data_dir", "DATA",
+              "--ckpt_path", "runs/r18_mindcv/triplet_resnet18_cifar_best.ckpt", "--num_parallel_workers", "2")
+    assert "triplet_resnet18_cifar: from its model config: image_resize 32" in out, out[-3000:]
+    assert "'Top_1_Accuracy'" in out, out[-3000:]
     import zoo  # mindcv's checkpoint holds the zoo's MindSpore names: the zoo reads it, on both frameworks
-    m = zoo.create_model("triplet_resnet18_cifar", "pt", checkpoint=str(tmp_path / "out" / "triplet_resnet18_cifar-1_2.ckpt"))
-    assert m.fc.out_features == 4
+    assert zoo.create_model("triplet_resnet18_cifar", "pt", checkpoint=str(best)).fc.out_features == 4
 
 
 def test_runner_says_where_mindcvs_scripts_are(tmp_path):

@@ -107,12 +107,19 @@ def _twins(name: str, checkpoint: str, layout: str):
 
 
 def _logits(net, pt, x: np.ndarray):
+    """Both twins' logits on ``x``; the MindSpore twin's in PYNATIVE mode (the export compiles the GRAPH-mode
+    function once more; parity holds in both modes)."""
     import mindspore as ms
     import torch
 
     with torch.no_grad():
         ref_pt = pt(torch.from_numpy(x)).numpy()
-    ref_ms = net(ms.Tensor(x)).asnumpy()
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        ref_ms = net(ms.Tensor(x)).asnumpy()
+    finally:
+        ms.set_context(mode=mode)
     return ref_ms, ref_pt
 
 

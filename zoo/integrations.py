@@ -76,7 +76,8 @@ def _note_owned(library: str, owned: list) -> None:
 def _mindcv_cfg(e: registry.ModelEntry) -> dict:
     p = e.preprocess
     return {"url": "", "num_classes": e.num_classes, "input_size": tuple(e.input_size), "first_conv": "",
-            "classifier": e.classifier, "mean": [255 * m for m in p.mean], "std": [255 * s for s in p.std],
+            "classifier": e.classifier, "mean": [round(255 * m, 4) for m in p.mean],
+            "std": [round(255 * s, 4) for s in p.std],
             "interpolation": p.interpolation, "crop_pct": p.crop_pct, "zoo_name": e.name}
 
 
