@@ -21,7 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run(code, timeout=300):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                       env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+                       env=dict(os.environ, GLOG_v="3",
+                                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return r
 
@@ -45,7 +46,8 @@ print(json.dumps(out)); sys.stdout.flush(); os._exit(0)
         assert names <= set(out["by_family"][family]), family
     assert out["zoo_cls"] == "zoo.models.halonet.ms"  # the zoo's twin under the alias
     assert out["own_fn"] == "mindcv.models.halonet"  # mindcv's own network keeps its name
-    assert out["cfg"]["mean"] == [127.5] * 3 and out["cfg"]["interpolation"] == "bicubic" and out["cfg"]["crop_pct"] == 0.9
+    cfg = out["cfg"]
+    assert cfg["mean"] == [127.5] * 3 and cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.9
     assert out["cfg50t"]["input_size"] == [3, 256, 256] and out["cfg50t"]["zoo_name"] == "halonet_50t"
     assert "mindcv already has model(s) named halonet_50t" in r.stderr and "zoo_halonet_50t" in r.stderr
 
@@ -78,7 +80,8 @@ def test_timm_registration_against_a_stand_in_registry(monkeypatch):
     m = fake.entries["triplet_resnet18_cifar"](pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None,
                                                cache_dir=None, num_classes=5)
     assert type(m).__module__ == "zoo.models.triplet.pt" and m.fc.out_features == 5
-    assert m.pretrained_cfg["input_size"] == (3, 32, 32) and m.pretrained_cfg["architecture"] == "triplet_resnet18_cifar"
+    assert m.pretrained_cfg["input_size"] == (3, 32, 32)
+    assert m.pretrained_cfg["architecture"] == "triplet_resnet18_cifar"
     with pytest.raises(ValueError, match="downloads no weights"):
         fake.entries["van_b0"](pretrained=True)
     assert integrations.register_timm(fake) == names  # a second call registers nothing twice

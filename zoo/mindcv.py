@@ -1,8 +1,11 @@
-"""Run mindcv's own scripts (``train.py``, ``validate.py``, ...) on the zoo's models.
+r"""Run mindcv's own scripts (``train.py``, ``validate.py``, ...) on the zoo's models.
 
-    python -m zoo.mindcv [--mindcv-dir DIR] train.py -c configs/van/van_b0_smoke.yaml --data_dir DATA [ARGS ...]
-    python -m zoo.mindcv --mindcv-dir ~/mindcv validate.py --model van_b0 --data_dir DATA --ckpt_path van_b0.ckpt
-    msrun --worker_num=8 --local_worker_num=8 tools/mindcv.py train.py -c RECIPE --distribute True ...
+    python -m zoo.mindcv [--mindcv-dir DIR] SCRIPT [ARGS ...]
+    python -m zoo.mindcv --mindcv-dir ~/mindcv train.py -c configs/triplet/triplet_resnet18_cifar_smoke.yaml \
+        --data_dir DATA --ckpt_save_dir runs/r18_mindcv --epoch_size 1
+    python -m zoo.mindcv --mindcv-dir ~/mindcv validate.py --model triplet_resnet18_cifar --num_classes 4 \
+        --data_dir DATA --ckpt_path runs/r18_mindcv/triplet_resnet18_cifar_best.ckpt --num_parallel_workers 2
+    python tools/mindcv.py ...        (the same runner as a script file, for launchers that take one)
 
 mindcv's scripts live in its source tree, not in the mindcv wheel: ``SCRIPT`` is a path to one, or a name
 found in ``--mindcv-dir DIR``, ``$ZOO_MINDCV_DIR``, or next to the imported ``mindcv`` package (a checkout
@@ -128,7 +131,8 @@ def _wrap_parse_args(config_module, tmpdir: str, say):
                 known = _parser_keys(config_module)
                 extra = [k for k in recipe if k not in known]
                 if extra:
-                    say(f"left out of the recipe mindcv reads (zoo-only keys, see docs/training.md): {', '.join(extra)}")
+                    say("left out of the recipe mindcv reads (zoo-only keys, see docs/training.md): "
+                        + ", ".join(extra))
                     kept = {k: v for k, v in recipe.items() if k in known}
                     filtered = os.path.join(tmpdir, os.path.basename(path))
                     with open(filtered, "w") as f:
