@@ -100,3 +100,26 @@ def test_export_errors_are_clear_and_write_nothing(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="differ from the .. twin's .* nothing was written"):
         export.export("triplet_resnet18_cifar", ckpt, str(tmp_path / "m.mindir"))
     assert sorted(os.listdir(tmp_path)) == ["triplet_resnet18_cifar.pth"]
+
+
+def test_force_replaces_an_existing_export(tmp_path, monkeypatch):
+    """As for `zoo convert`: an existing OUT is refused without --force and replaced whole with it."""
+    import mindspore as ms
+
+    from zoo import export
+
+    ckpt = _checkpoint(tmp_path, "triplet_resnet18_cifar")
+    out = tmp_path / "m.mindir"
+    out.write_bytes(b"old")
+
+    def exporter(net, x, tmp):  # a stand-in writer whose file gives the twin's logits (no graph compile)
+        open(tmp, "wb").write(b"new")
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        return net(ms.Tensor(x)).asnumpy()
+
+    monkeypatch.setattr(export, "_export_mindir", exporter)
+    with pytest.raises(ExportError, match="already exists; pass --force"):
+        export.export("triplet_resnet18_cifar", ckpt, str(out))
+    assert out.read_bytes() == b"old"
+    assert export.export("triplet_resnet18_cifar", ckpt, str(out), force=True).passed
+    assert out.read_bytes() == b"new" and sorted(os.listdir(tmp_path)) == ["m.mindir", "triplet_resnet18_cifar.pth"]

@@ -5,7 +5,7 @@ r"""Run mindcv's own scripts (``train.py``, ``validate.py``, ...) on the zoo's m
         --data_dir DATA --ckpt_save_dir runs/r18_mindcv --epoch_size 1
     python -m zoo.mindcv --mindcv-dir ~/mindcv validate.py --model triplet_resnet18_cifar --num_classes 4 \
         --data_dir DATA --ckpt_path runs/r18_mindcv/triplet_resnet18_cifar_best.ckpt --num_parallel_workers 2
-    python tools/mindcv.py ...        (the same runner as a script file, for launchers that take one)
+    python tools/run_mindcv.py ...        (the same runner as a script file, for launchers that take one)
 
 mindcv's scripts live in its source tree, not in the mindcv wheel: ``SCRIPT`` is a path to one, or a name
 found in ``--mindcv-dir DIR``, ``$ZOO_MINDCV_DIR``, or next to the imported ``mindcv`` package (a checkout
