@@ -63,21 +63,24 @@ def test_export_writes_and_verifies_mindir_and_onnx(family, tmp_path):
         pytest.skip("onnx, onnxscript or onnxruntime is not installed: MindIR only (pip install 'zoo[onnx]')")
 
 
-def test_export_cli_writes_onnx_and_refuses_to_overwrite(tmp_path, cli):
+def test_export_cli_writes_onnx_and_refuses_to_overwrite(tmp_path, capsys):
+    """`zoo export` as docs/porting.md shows it (the CLI's main, in this process: no second framework start-up)."""
+    from zoo.cli import main
+
     if not _onnx_available():
         pytest.skip("the onnx extra is not installed")
     ckpt = _checkpoint(tmp_path, "triplet_resnet18_cifar")
     out = tmp_path / "r18.onnx"
-    r = cli("export", "triplet_resnet18_cifar", "--checkpoint", ckpt, "--batch", "2", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
-    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("triplet_resnet18_cifar"))
-    assert line.split()[1:4] == ["onnx", "32x32", "2"] and line.split()[-1] == "ok", r.stdout
+    assert main(["export", "triplet_resnet18_cifar", "--checkpoint", ckpt, "--batch", "2", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("triplet_resnet18_cifar"))
+    assert line.split()[1:4] == ["onnx", "32x32", "2"] and line.split()[-1] == "ok", stdout
     import onnxruntime as ort
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 10)
     before = out.read_bytes()
-    r = cli("export", "triplet_resnet18_cifar", "--checkpoint", ckpt, str(out))
-    assert r.returncode == 2 and "already exists; pass --force" in r.stderr
+    assert main(["export", "triplet_resnet18_cifar", "--checkpoint", ckpt, str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
     assert out.read_bytes() == before
 
 

@@ -181,8 +181,6 @@ def export(name: str, checkpoint: str, out: str, fmt: Optional[str] = None,
            input_size: Optional[Sequence[int]] = None, batch: int = 1, force: bool = False,
            layout: str = "auto") -> ExportResult:
     """Export registered model ``name`` with the weights of ``checkpoint`` to ``out``, verified (module docstring)."""
-    from zoo.files import atomic_write
-
     t0 = time.perf_counter()
     entry = registry.get(name)
     fmt = format_of(out, fmt)
@@ -208,6 +206,20 @@ def export(name: str, checkpoint: str, out: str, fmt: Optional[str] = None,
         if missing:
             raise ExportError(f"ONNX export needs the onnx extra ({', '.join(missing)} missing): {ONNX_EXTRA}")
 
+    import mindspore as ms
+
+    mode = ms.get_context("mode")
+    try:
+        res = _export(name, checkpoint, out, fmt, shape, layout)
+    finally:
+        ms.set_context(mode=mode)  # the caller's mode, as it was
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _export(name: str, checkpoint: str, out: str, fmt: str, shape, layout: str) -> ExportResult:
+    from zoo.files import atomic_write
+
     net, pt = _twins(name, checkpoint, layout)
     x = _input(shape)
     ref_ms, ref_pt = _logits(net, pt, x)
@@ -228,7 +240,6 @@ def export(name: str, checkpoint: str, out: str, fmt: Optional[str] = None,
         res.size_bytes = os.path.getsize(tmp)
 
     atomic_write(out, write)
-    res.seconds = time.perf_counter() - t0
     return res
 
 
