@@ -5,6 +5,7 @@
     zoo parity triplet_resnet18 triplet_mobilenetv2      (or --all, --family F)
     zoo train -c configs/triplet/triplet_resnet18_cifar_smoke.yaml [--framework pt] [--key value ...]
     zoo validate triplet_resnet50 --checkpoint ta_r50.ckpt --data /data/imagenet [--framework pt]
+    zoo export triplet_resnet50 --checkpoint ta_r50.ckpt ta_r50.onnx     (or .mindir)
     zoo demo
 """
 from __future__ import annotations
@@ -176,6 +177,49 @@ def cmd_train(args) -> int:
     return train_main(args.rest)
 
 
+# --- zoo export (ecosystem) -----------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from zoo import export
+    from zoo.errors import ZooError
+
+    try:
+        size = _parse_size(args.input_size)
+    except argparse.ArgumentTypeError as err:
+        print(f"zoo export: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        res = export.export(args.model, args.checkpoint, args.out, fmt=args.format, input_size=size,
+                            batch=args.batch, force=args.force, layout=args.layout)
+    except ZooError as err:
+        print(f"zoo export: error: {err.message}", file=sys.stderr)
+        print(f"zoo export: nothing was written to {args.out}", file=sys.stderr)
+        return EXIT_USAGE
+    print(export.format_table([res]))
+    print("\n" + export.LEGEND)
+    if res.note:
+        print(f"note: {res.note}")
+    return EXIT_OK
+
+
+def _add_export_parser(sub) -> None:
+    s = sub.add_parser("export", help="export MindIR (MindSpore twin) or ONNX (PyTorch twin), verified",
+                       description="Export a model with a checkpoint's weights for deployment: MindIR from the "
+                       "MindSpore twin (mindspore.export; MindSpore Lite, Ascend inference), ONNX from the PyTorch "
+                       "twin (torch.onnx; needs the onnx extra). The file is loaded back (MindIR: mindspore.load + "
+                       "nn.GraphCell; ONNX: onnxruntime) and must give both twins' logits to the parity bound "
+                       "before it is written (atomically; an existing OUT only with --force). AIR needs Ascend.")
+    s.add_argument("model", help="registered model name (see `zoo list`)")
+    s.add_argument("out", help="output file: .mindir, .onnx or .air")
+    s.add_argument("--checkpoint", required=True, help="weights: any checkpoint `zoo convert` reads")
+    s.add_argument("--format", choices=("mindir", "onnx", "air"), help="default: from OUT's suffix")
+    s.add_argument("--input-size", help="e.g. 224 or 3x224x224 (default: the model's input size)")
+    s.add_argument("--batch", type=int, default=1, help="batch size of the exported graph (default 1)")
+    s.add_argument("--layout", default="auto", help="checkpoint layout, as for `zoo convert` (default auto)")
+    s.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    s.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="A MindSpore-first model zoo with PyTorch twins: "
                                 "list models, convert checkpoints between frameworks, measure parity.")
@@ -237,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="override the demo recipe's epochs")
     s.add_argument("--all-models", action="store_true", help="also the parity table of every registered model (slow)")
     s.set_defaults(func=cmd_demo)
+
+    _add_export_parser(sub)
     return p
 
 

@@ -39,3 +39,7 @@ class TrainingError(ZooError):
 
 class Diverged(TrainingError):
     """The loss or the weights became non-finite."""
+
+
+class ExportError(ZooError):
+    """A deployment export cannot be made, or the exported model does not give the twins' outputs."""

@@ -28,7 +28,9 @@ def _f(default, help: str, choices: Optional[Sequence] = None):
 class TrainConfig:
     # system
     mode: int = _f(0, "MindSpore execution mode: 0 = GRAPH (default), 1 = PYNATIVE", (0, 1))
-    device_target: str = _f("CPU", "Ascend, GPU or CPU", ("Ascend", "GPU", "CPU"))
+    device_target: str = _f("auto", "Ascend, GPU or CPU; auto (default): MindSpore's default device for the installed "
+                            "build, as mindcv's train.py runs (PyTorch: GPU if CUDA is available, else CPU)",
+                            ("auto", "Ascend", "GPU", "CPU"))
     distribute: bool = _f(False, "data parallel; set automatically when launched by msrun with more than one worker")
     seed: int = _f(42, "seed of initialisation, data order and augmentation")
     log_interval: int = _f(10, "log a line every N steps")

@@ -51,6 +51,8 @@ class MindSporeBackend:
         import mindspore as ms
 
         self.cfg = cfg
+        if cfg.device_target == "auto":  # the installed build's default device (what mindcv's train.py uses)
+            cfg.device_target = ms.get_context("device_target")
         check_device(cfg)
         ms.set_context(mode=cfg.mode)
         ms.set_device(cfg.device_target)

@@ -39,6 +39,8 @@ class PyTorchBackend:
             raise TrainingError(f"loss: the PyTorch trainer supports CE, not {cfg.loss!r}")
         self.rank, self.world, self.ddp = 0, 1, False
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cfg.device_target == "auto":
+            cfg.device_target = "GPU" if torch.cuda.is_available() else "CPU"
         if cfg.device_target == "GPU":
             if not torch.cuda.is_available():
                 raise TrainingError("device_target: GPU was asked for but torch sees no CUDA device")
