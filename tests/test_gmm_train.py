@@ -420,13 +420,14 @@ def test_smoke_recipe_trains_on_pytorch(tmp_path):
     assert "6 steps per epoch" in r.stdout and "finished:" in r.stdout and os.path.isfile(tmp_path / "out" / "last.pth")
 
 
-def test_recipe_adamw_training_parity():
-    """`zoo parity gmm_vit_32 --train-steps 3 --recipe configs/gmm/vit_cifar10.yaml`: the recipe's AdamW (decay on
-    every parameter, sigma/alpha included), warmup and label smoothing, on mixed batches, agree on both frameworks."""
-    from zoo.train.parity import format_table, train_parity
-
+def test_recipe_adamw_training_parity(cli):
+    """The command docs/training.md shows: the recipe's AdamW (decay on every parameter, sigma/alpha included),
+    warmup and label smoothing, on mixed batches, agree on both frameworks."""
     _needs("gmm_vit_32")
-    r = train_parity("gmm_vit_32", 3, recipe=os.path.join(GMM, "vit_cifar10.yaml"))
-    print("\n" + format_table([r]))
-    assert r.error is None, r.error
-    assert r.opt == "adamw" and r.loss_rel < 1e-5 and r.update_median < 1e-3 and r.update_rel < 5e-2, r
+    r = cli("parity", "gmm_vit_32", "--train-steps", "3", "--recipe", "configs/gmm/vit_cifar10.yaml")
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    row = next(line.split() for line in r.stdout.splitlines() if line.startswith("gmm_vit_32 "))
+    assert row[1:3] == ["adamw", "3"], row
+    loss_rel, update_worst, update_median = (float(v) for v in row[3:6])
+    assert loss_rel < 1e-5 and update_median < 1e-3 and update_worst < 5e-2, row
