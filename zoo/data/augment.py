@@ -86,12 +86,13 @@ def check_config(cfg) -> None:
     if not ok:
         raise ConfigError(f"re_value: expected a number, three numbers (one per channel, in the normalised "
                           f"image) or 'random', got {v!r}")
-    lo, hi = cfg.re_scale
-    if cfg.re_prob > 0 and not 0 < lo <= hi < 1:
-        raise ConfigError(f"re_scale: expected 0 < min <= max < 1 (fractions of the image area), got {cfg.re_scale}")
-    lo, hi = cfg.re_ratio
-    if cfg.re_prob > 0 and not 0 < lo <= hi:
-        raise ConfigError(f"re_ratio: expected 0 < min <= max, got {cfg.re_ratio}")
+    if cfg.re_prob > 0:
+        sc, ra = cfg.re_scale, cfg.re_ratio
+        if len(sc) != 2 or not 0 < sc[0] <= sc[1] < 1:
+            raise ConfigError(f"re_scale: expected [min, max] with 0 < min <= max < 1 (fractions of the image area), "
+                              f"got {sc}")
+        if len(ra) != 2 or not 0 < ra[0] <= ra[1]:
+            raise ConfigError(f"re_ratio: expected [min, max] with 0 < min <= max, got {ra}")
 
 
 def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
