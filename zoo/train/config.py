@@ -55,7 +55,8 @@ class TrainConfig:
     vflip: float = _f(0.0, "vertical flip probability")
     color_jitter: Optional[Any] = _f(None, "colour jitter strength (float or [b, c, s(, h)])")
     interpolation: str = _f("bilinear", "resize interpolation: bilinear, bicubic, pilcubic (= PIL bicubic), ...")
-    auto_augment: Optional[str] = _f(None, "e.g. randaug-m9-mstd0.5-inc1, autoaug, trivialaugwide")
+    auto_augment: Optional[str] = _f(None, "mindcv's (randaug-m9-mstd0.5-inc1, autoaug, trivialaugwide) or, in the "
+                                     "small-image pipeline, DeepVoltaire's cifar10_policy, svhn_policy, imagenet_policy")
     re_prob: float = _f(0.0, "random erasing probability")
     re_scale: List[float] = _f([0.02, 0.33], "random erasing area range")
     re_ratio: List[float] = _f([0.3, 3.3], "random erasing aspect range")
@@ -64,6 +65,11 @@ class TrainConfig:
     mean: List[float] = _f(IMAGENET_MEAN, "normalisation mean, 0-255 scale")
     std: List[float] = _f(IMAGENET_STD, "normalisation std, 0-255 scale")
     crop_pct: float = _f(0.875, "evaluation centre-crop fraction (resize to image_resize / crop_pct first)")
+    # zoo-only: the small-image pipeline (zoo.data.augment; docs/training.md)
+    crop_padding: Optional[int] = _f(None, "zoo: RandomCrop(image_resize, padding) + flip in the small-image pipeline; "
+                                     "None: 4 on array datasets, RandomResizedCrop on image folders")
+    epoch_passes: int = _f(1, "zoo: passes over the training set per epoch, a fresh permutation each (the GMM/SPT "
+                           "references' repeated augmentation --ra 3; not mindcv's aug_repeats)")
     mixup: float = _f(0.0, "mixup alpha (0 = off)")
     cutmix: float = _f(0.0, "cutmix alpha (0 = off)")
     cutmix_prob: float = _f(1.0, "probability that a batch is mixed (mindcv: Mixup prob; mixup vs cutmix switch 0.5)")
@@ -204,6 +210,9 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
     for k in ("batch_size", "epoch_size", "log_interval", "val_interval", "ckpt_save_interval"):
         if getattr(cfg, k) < 1:
             raise ConfigError(f"{k}: must be at least 1, got {getattr(cfg, k)}")
+    from zoo.data.augment import check_config
+
+    check_config(cfg)  # the small-image pipeline's keys
     return cfg
 
 

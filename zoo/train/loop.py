@@ -125,8 +125,9 @@ def train(cfg: TrainConfig) -> dict:
     if train_src.num_classes != cfg.num_classes:
         raise TrainingError(f"num_classes is {cfg.num_classes} but {cfg.dataset} at {cfg.data_dir} has "
                             f"{train_src.num_classes} classes; set num_classes: {train_src.num_classes}")
-    per_rank = len(train_src) // world
-    steps = per_rank // cfg.batch_size if cfg.drop_remainder else -(-per_rank // cfg.batch_size)
+    from zoo.data.ms import train_steps
+
+    steps = train_steps(len(train_src), cfg, world)
     if steps < 1:
         raise TrainingError(f"{len(train_src)} training samples over {world} rank(s) make no batch of {cfg.batch_size}")
     schedule = build_schedule(cfg, steps)

@@ -8,7 +8,9 @@ set of generic weights into both through the converter, feeds both the same batc
 - the weight updates: for every parameter ``||dw_ms - dw_pt|| / ||dw_pt||`` with ``dw = w_final - w_start``
   (relative to what training changed, not to the weights, which barely move in a few steps).
 
-Dropout and drop-path are off. The default optimizers are the recipes' kinds: SGD with momentum (weight
+Dropout and drop-path are off. With ``--recipe``, a recipe that mixes batches (the small-image
+pipeline's CutMix/Mixup) has the random batches mixed the same way, so the loss on soft targets (with
+the recipe's label smoothing) is compared too. The default optimizers are the recipes' kinds: SGD with momentum (weight
 decay on every parameter, step decay) and AdamW (decay on matrices only, warmup + cosine), each with
 its learning rate changing every step.
 """
@@ -83,11 +85,14 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
         core.load_into_ms(ms_b.net, core.to_ms(core.pt_state(pt_b.model), sp))
         start = core.pt_state(pt_b.model)
         rng = np.random.default_rng(seed + 1)
+        mixer = _recipe_mixer(cfg) if recipe else None
         pt_b.set_train(True)
         ms_b.set_train(True)
         for s in range(steps):
             x = rng.standard_normal((batch, *size)).astype(np.float32)
             y = rng.integers(0, cfg.num_classes, batch).astype(np.int32)
+            if mixer is not None:  # the recipe's CutMix/Mixup: both frameworks get the same soft targets
+                x, y = mixer(x, y, np.random.default_rng([seed, s, 2]))
             res.losses_pt.append(pt_b.train_step(x, y, schedule[s])[0])
             res.losses_ms.append(ms_b.train_step(x, y)[0])
         lp, lm = np.array(res.losses_pt), np.array(res.losses_ms)
@@ -110,6 +115,13 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
         res.error = f"{type(err).__name__}: {err}"
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _recipe_mixer(cfg):
+    """The recipe's batch mixing, if it trains through the small-image pipeline (zoo.data.augment)."""
+    from zoo.data.augment import BatchMixer, uses_small_pipeline
+
+    return BatchMixer.from_config(cfg, cfg.num_classes) if uses_small_pipeline(cfg) else None
 
 
 def format_table(results) -> str:
