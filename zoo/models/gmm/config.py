@@ -56,6 +56,11 @@ def base_mask(num_patches: int) -> np.ndarray:
     return np.sqrt(e).reshape(1, 1, num_patches, num_patches)
 
 
+def layer_scale_init(depth: int) -> float:
+    """CaiT's ``LayerScale`` start value for layer ``depth`` (1-based): 0.1 up to 18, 1e-5 up to 24, then 1e-6."""
+    return 0.1 if depth <= 18 else (1e-5 if depth <= 24 else 1e-6)
+
+
 def check_input(shape, in_chans: int, img_size: int, arch: str) -> None:
     """A clear error for an input the model cannot take: it needs (B, in_chans, img_size, img_size)."""
     if len(shape) != 4:

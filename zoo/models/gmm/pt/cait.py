@@ -20,17 +20,12 @@ from zoo.models.gmm.pt.vit import PatchRearrange
 from zoo.nn.pt import DropPath
 
 
-def layer_scale_init(depth: int) -> float:
-    """The reference's ``LayerScale`` epsilon for layer ``depth`` (1-based)."""
-    return 0.1 if depth <= 18 else (1e-5 if depth <= 24 else 1e-6)
-
-
 class LayerScale(nn.Module):
     """``fn(x, **kwargs) * scale`` with ``scale`` (1, 1, dim)."""
 
     def __init__(self, dim: int, fn: nn.Module, depth: int):
         super().__init__()
-        self.scale = nn.Parameter(torch.full((1, 1, dim), layer_scale_init(depth)))
+        self.scale = nn.Parameter(torch.full((1, 1, dim), C.layer_scale_init(depth)))
         self.fn = fn
 
     def forward(self, x, **kwargs):
