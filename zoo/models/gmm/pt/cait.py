@@ -129,7 +129,7 @@ class CaiT(nn.Module):
         return self.dropout(self.to_patch_embedding(x) + self.pos_embedding)
 
     def _classes(self, x):
-        return self.cls_transformer(self.cls_token.expand(x.shape[0], -1, -1), context=x)
+        return self.cls_transformer(self.cls_token.repeat(x.shape[0], 1, 1), context=x)  # repeat: a copy, as einops.repeat
 
     def forward_features(self, x):
         return self._classes(self.patch_transformer(self._patches(x)))
