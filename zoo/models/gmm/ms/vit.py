@@ -6,8 +6,6 @@ layer; see ``zoo.models.gmm.ms.common``).
 """
 from __future__ import annotations
 
-import mindspore as ms
-import numpy as np
 from mindspore import nn, ops
 
 from zoo.models.gmm import config as C
