@@ -212,7 +212,8 @@ def test_mask_exponent_gradient_at_zero():
         net.sigma.set_data(ms.Tensor(sigma))
         net.alpha.set_data(ms.Tensor(alpha))
         loss = Loss(net, ms.Parameter(ms.Tensor(base), requires_grad=False), ms.Tensor(r))
-        gs, ga = ms.grad(loss, grad_position=None, weights=(net.sigma, net.alpha))(ms.Tensor(np.ones((1, 2, 256, 256), np.float32)))
+        ones = ms.Tensor(np.ones((1, 2, 256, 256), np.float32))
+        gs, ga = ms.grad(loss, grad_position=None, weights=(net.sigma, net.alpha))(ones)
         for got, want in ((gs.asnumpy(), pt.sigma.grad.numpy()), (ga.asnumpy(), pt.alpha.grad.numpy())):
             assert np.isfinite(got).all()
             assert np.linalg.norm(got - want) <= 1e-5 * np.linalg.norm(want)
@@ -281,14 +282,17 @@ def test_reference_state_dict_layout():
     sd = meta_pt("gmm_vit_32").state_dict()
     want = {"mask": (1, 1, 64, 64), "pos_embedding": (1, 64, 192), "to_patch_embedding.1.weight": (192, 48),
             "transformer.layers.0.0.norm.weight": (192,), "transformer.layers.8.0.fn.to_qkv.weight": (576, 192),
-            "transformer.layers.0.0.fn.to_out.0.weight": (192, 192), "transformer.layers.3.0.fn.mask.sigma": (5, 12, 1, 1),
-            "transformer.layers.3.0.fn.mask.alpha": (5, 12, 1, 1), "transformer.layers.3.0.fn.mask.mask": (1, 1, 64, 64),
+            "transformer.layers.0.0.fn.to_out.0.weight": (192, 192),
+            "transformer.layers.3.0.fn.mask.sigma": (5, 12, 1, 1),
+            "transformer.layers.3.0.fn.mask.alpha": (5, 12, 1, 1),
+            "transformer.layers.3.0.fn.mask.mask": (1, 1, 64, 64),
             "transformer.layers.0.1.fn.net.0.weight": (384, 192), "transformer.layers.0.1.fn.net.3.weight": (192, 384),
             "mlp_head.0.weight": (192,), "mlp_head.1.weight": (10, 192)}
     assert {k: tuple(sd[k].shape) for k in want} == want and "cls_token" not in sd
     base = meta_pt("vit_64").state_dict()
     assert tuple(base["cls_token"].shape) == (1, 1, 192) and tuple(base["pos_embedding"].shape) == (1, 65, 192)
-    assert tuple(base["to_patch_embedding.1.weight"].shape) == (192, 192) and "transformer.layers.0.0.fn.mask.sigma" not in base
+    assert tuple(base["to_patch_embedding.1.weight"].shape) == (192, 192)
+    assert "transformer.layers.0.0.fn.mask.sigma" not in base
     sd = meta_pt("gmm_cait_tiny_32").state_dict()
     want = {"pos_embedding": (1, 64, 108), "cls_token": (1, 1, 108), "mask": (1, 1, 64, 64),
             "patch_transformer.layers.0.0.scale": (1, 1, 108), "patch_transformer.layers.0.0.fn.norm.weight": (108,),
@@ -311,8 +315,8 @@ def test_reference_init(framework):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     vit = zoo.create_model("gmm_vit_32", framework)
     layers = vit.transformer.layers
-    sig = np.concatenate([to_np(l[0].fn.mask.sigma).ravel() for l in layers])
-    alp = np.concatenate([to_np(l[0].fn.mask.alpha).ravel() for l in layers])
+    sig = np.concatenate([to_np(layer[0].fn.mask.sigma).ravel() for layer in layers])
+    alp = np.concatenate([to_np(layer[0].fn.mask.alpha).ravel() for layer in layers])
     assert abs(sig.mean() - 10) < 2 and abs(sig.std() / 10 - 1) < 0.15
     assert abs(alp.mean()) < 0.4 and abs(alp.std() / 2 - 1) < 0.15
     w = to_np(layers[0][0].fn.to_qkv.weight)
@@ -320,9 +324,10 @@ def test_reference_init(framework):
     assert (to_np(layers[0][0].fn.to_out[0].bias) == 0).all()
     assert abs(to_np(vit.pos_embedding).std() - 1) < 0.05
     cait = zoo.create_model("cait_tiny_32", framework, depth=20, cls_depth=2)
-    scales = [float(to_np(l[0].scale).ravel()[0]) for l in cait.patch_transformer.layers]
+    scales = [float(to_np(layer[0].scale).ravel()[0]) for layer in cait.patch_transformer.layers]
     assert scales == [np.float32(0.1)] * 18 + [np.float32(1e-5)] * 2
-    assert all(float(to_np(l[1].scale).ravel()[0]) == np.float32(0.1) for l in cait.cls_transformer.layers)
+    assert all(float(to_np(layer[1].scale).ravel()[0]) == np.float32(0.1)
+               for layer in cait.cls_transformer.layers)
     if framework == "pt":
         assert not vit.mask.requires_grad and layers[4][0].fn.mask.mask is vit.mask
     else:

@@ -61,7 +61,8 @@ def cmd_list(args) -> int:
     for row in rows:
         print(fmt.format(*row))
     print(f"\n{len(names)} models. Published figures are the reference's, on the dataset shown "
-          "(a model evaluated on several has one line per dataset); GMACs = multiply-adds, which some READMEs call FLOPs.")
+          "(a model evaluated on several has one line per dataset); GMACs = multiply-adds, which some READMEs "
+          "call FLOPs.")
     return EXIT_OK
 
 

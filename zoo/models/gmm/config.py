@@ -64,7 +64,8 @@ def layer_scale_init(depth: int) -> float:
 def check_input(shape, in_chans: int, img_size: int, arch: str) -> None:
     """A clear error for an input the model cannot take: it needs (B, in_chans, img_size, img_size)."""
     if len(shape) != 4:
-        raise ValueError(f"{arch} expects a 4-D input (batch, {in_chans}, {img_size}, {img_size}), got shape {tuple(shape)}")
+        raise ValueError(f"{arch} expects a 4-D input (batch, {in_chans}, {img_size}, {img_size}), "
+                         f"got shape {tuple(shape)}")
     if shape[1] != in_chans:
         raise ValueError(f"{arch} was built with in_chans={in_chans}, but the input has {shape[1]} channels "
                          f"(shape {tuple(shape)})")
@@ -195,7 +196,8 @@ def published(arch: str, img: int, gmm: bool) -> Tuple[Published, ...]:
                           source=GMM_README + " (models/create_model.py only; the README's CaiT row is cait-tiny)"),)
     top1 = row[1] if gmm else row[0]
     label = ("GMM-" if gmm else "") + ("CaiT" if arch == "cait_tiny" else CLASS_NAMES[arch])
-    src = f"{GMM_README} (README 'Outcomes', row {label}" + (", which is create_model's cait-tiny)" if arch == "cait_tiny" else ")")
+    src = f"{GMM_README} (README 'Outcomes', row {label}"
+    src += ", which is create_model's cait-tiny)" if arch == "cait_tiny" else ")"
     if img == 32:
         # Params/MACs: the README's, for 32 px and 10 classes (CIFAR-10 and SVHN; CIFAR-100's head is larger)
         return (Published(row[2], row[3], top1[0], dataset="cifar-10", source=src),

@@ -45,9 +45,9 @@ class Attention(nn.Cell):
 
     def _mix(self, t, w):
         """einsum('bhij,hg->bgij', t, w) as (w^T broadcast over the batch) @ t.reshape(B, h, i*j)."""
-        B, H, I, J = t.shape
+        B, H, Nq, Nk = t.shape
         wt = ops.broadcast_to(ops.transpose(w, (1, 0)), (B, H, H))
-        return self.bmm(wt, t.reshape(B, H, I * J)).reshape(B, H, I, J)
+        return self.bmm(wt, t.reshape(B, H, Nq * Nk)).reshape(B, H, Nq, Nk)
 
     def construct(self, x, context=None, base=None):
         if context is None:

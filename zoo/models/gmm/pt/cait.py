@@ -129,7 +129,8 @@ class CaiT(nn.Module):
         return self.dropout(self.to_patch_embedding(x) + self.pos_embedding)
 
     def _classes(self, x):
-        return self.cls_transformer(self.cls_token.repeat(x.shape[0], 1, 1), context=x)  # repeat: a copy, as einops.repeat
+        # repeat (a copy, as einops.repeat): an expanded view of a Parameter trips torch's FlopCounterMode
+        return self.cls_transformer(self.cls_token.repeat(x.shape[0], 1, 1), context=x)
 
     def forward_features(self, x):
         return self._classes(self.patch_transformer(self._patches(x)))
