@@ -5,8 +5,9 @@ reference's.
 Cost: every entry is compared at its own input size (32 or 64 px: the native sizes, the only ones these
 models take) but with two layers per transformer (``SHALLOW``), which keeps every code path of the entry
 (patching, token layout, mask, pooling, head) and makes the MindSpore graphs small; the full depth is run once
-per architecture (forward, both modes). Gradients (the mask's sigma and alpha included) in GRAPH mode on the
-shallow GMM entries and one baseline per architecture.
+per architecture (forward, both modes). Gradients (the mask's sigma and alpha included) in GRAPH mode on
+shallow models: one baseline per architecture and GMM models of every architecture, size and width
+(``GRAD_ENTRIES``).
 
 Shared helpers first, then one section per architecture (ViT, CaiT: gmm-a; Swin, PiT, T2T: gmm-b).
 """
@@ -257,13 +258,15 @@ def test_macs_within_two_percent_of_the_readme(name):
 # --- ViT and CaiT (gmm-a) ------------------------------------------------------------------------------
 
 MINE = names_of("vit", "cait", "cait_tiny")
-GRAD_ENTRIES = {"vit_32", "cait_tiny_32"} | {n for n in MINE if n.startswith("gmm_")}
+# gradients: one baseline per architecture, and the GMM models at both sizes and both CaiT widths (the other two
+# GMM CaiTs, gmm_cait_32 and gmm_cait_tiny_64, differ from these only in the widths of the same layers)
+GRAD_ENTRIES = {"vit_32", "gmm_vit_32", "gmm_vit_64", "cait_tiny_32", "gmm_cait_tiny_32", "gmm_cait_64"}
 
 
 @pytest.mark.parametrize("name", MINE)
 def test_parity_every_entry_shallow(name):
     """Each entry's own sizes, token layout, mask and head with two layers: forward in both modes and the round
-    trip; gradients (GRAPH; sigma and alpha included) on the GMM entries and one baseline per architecture."""
+    trip; gradients (GRAPH; sigma and alpha included) on GRAD_ENTRIES."""
     run_parity(name, grads=name in GRAD_ENTRIES)
 
 
