@@ -9,6 +9,14 @@ into the PyTorch twin), and compares every output with the reference model's, in
     python tools/check_reference.py triplet --repo /path/to/triplet-attention
     python tools/check_reference.py van --repo /path/to/VAN-Classification
     python tools/check_reference.py halonet --repo /path/to/pytorch-image-models [--mindcv /path/to/mindcv]
+    python tools/check_reference.py gmm --repo /path/to/Gaussian-Mixture-Mask-Attention --deps /tmp/gmm_ref_deps
+
+``gmm``: the repo's own ``models.create_model`` (main.py's arguments: ``--sd 0.1``, ``--num_kernals 5``,
+``--is_GMM``) builds every README model and ``cait`` at 32 px (10 classes) and 64 px (200 classes); one AdamW step
+with the repo's scheduler, then ``checkpoint.pth`` as main.py saves it and the bare final state dict; both go
+through ``zoo convert`` into both twins, and the converted file back to ``.pth`` loads strictly into the
+reference's model. einops (which the models import) comes from ``--deps``, a directory you install it into
+outside the project; timm is stubbed when it does not import.
 
 ``halonet``: timm's own model code (a checkout, or the directory holding an installed ``timm``;
 torchvision is stubbed when it does not import, as next to the CPU torch build) builds each variant;
@@ -540,6 +548,144 @@ def check_halonet_mindcv(repo: str, mindcv_path) -> bool:
     return ok_all
 
 
+# --- GMM-ViT (CatworldLee/Gaussian-Mixture-Mask-Attention) ------------------------------------------
+
+GMM = tuple(f"{'gmm_' if g else ''}{a}_{i}" for a in ("vit", "swin", "cait", "cait_tiny", "pit", "t2t")
+            for i in (32, 64) for g in (False, True))
+_GMM_REF_MODEL = {"vit": "vit", "swin": "swin", "cait": "cait", "cait_tiny": "cait-tiny", "pit": "pit", "t2t": "t2t"}
+
+
+def _load_gmm_reference(repo: str):
+    """The repo's ``models.create_model`` and ``utils.scheduler.build_scheduler`` (the repo on sys.path: its
+    models import ``utils.drop_path``). einops must be importable (see --deps); timm is stubbed when it does not
+    import (swin.py and t2t.py take to_2tuple, trunc_normal_ and DropPath from it)."""
+    path = os.path.join(repo, "models", "create_model.py")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: not found; is {repo} a Gaussian-Mixture-Mask-Attention checkout?")
+    try:
+        import einops  # noqa: F401
+    except ImportError:
+        raise SystemExit("einops is not importable, and the GMM repo's models need it. Install it outside the "
+                         "project, e.g. `python -m pip install --target /tmp/gmm_ref_deps einops==0.7.0` (the repo's "
+                         "pin), and pass --deps /tmp/gmm_ref_deps") from None
+    try:
+        import timm.models.layers  # noqa: F401
+        stubbed = False
+    except Exception:  # not installed, or fails to import (torchvision)
+        for name in [n for n in sys.modules if n == "timm" or n.startswith("timm.")]:
+            del sys.modules[name]
+        sys.modules.update(_timm_stubs())
+        stubbed = True
+    sys.path.insert(0, os.path.abspath(repo))
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        from models.create_model import create_model
+        from utils.scheduler import build_scheduler
+    return create_model, build_scheduler, stubbed
+
+
+def check_gmm(repo: str, names) -> bool:
+    """Each README model (and cait) at 32 and 64 px from the repo's own create_model, with generic weights,
+    saved as main.py saves it (checkpoint.pth during training, the bare state dict at the end), converted with
+    `zoo convert`, loaded into both twins; the converted file is also written back to .pth and loaded strictly
+    into the reference's own model."""
+    import argparse as ap
+    import contextlib
+    import io
+    import re
+
+    import mindspore as ms
+    import torch
+
+    import zoo
+    from zoo import cli
+    from zoo.bench.flops import count_linear_conv_gmacs
+    from zoo.parity import randomize_
+
+    create_model, build_scheduler, stubbed = _load_gmm_reference(repo)
+    if stubbed:
+        print("timm is not importable: swin.py and t2t.py run with stand-ins for DropPath, to_2tuple, trunc_normal_")
+    ok_all = True
+    cols = ("model", "params (ref)", "MACs (ref)", "pt (checkpoint.pth)", "pt (final .pth)", "pt (converted)",
+            "ms pynative", "ms graph", "ref (back .pth)")
+    print("error = max|twin - reference| / max(1, max|reference|) on the logits, eval mode, batch 2; MACs: Linear "
+          "and Conv layers, M")
+    print("  ".join(f"{c:>{len(c) if i else 17}}" for i, c in enumerate(cols)) + "  notes")
+    for name in names:
+        entry = zoo.get_entry(name)
+        img, classes, gmm = entry.input_size[1], entry.num_classes, name.startswith("gmm_")
+        arch = name.replace("gmm_", "").rsplit("_", 1)[0]
+        args = ap.Namespace(model=_GMM_REF_MODEL[arch], sd=0.1, is_GMM=gmm, is_SLM=False, num_kernals=5,
+                            epochs=100, warmup=10, lr=1e-3, weight_decay=5e-2)
+        torch.manual_seed(0)
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = create_model(img, classes, args)
+        n_ref = sum(p.numel() for p in ref.parameters() if p.requires_grad)
+        macs = count_linear_conv_gmacs(ref, (3, img, img)) * 1e3
+        randomize_(ref, 0)
+        x = np.random.default_rng(1).standard_normal((2, 3, img, img)).astype(np.float32)
+        errs, note = [], ""
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                # main.py during training: AdamW over every parameter, its own scheduler, saved each epoch
+                opt = torch.optim.AdamW(ref.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+                sched = build_scheduler(args, opt, 391)
+                ref.train()
+                ref(torch.from_numpy(x)).sum().backward()
+                opt.step()
+                sched.step()
+                ref.eval()
+                with torch.no_grad():
+                    want = ref(torch.from_numpy(x)).numpy()
+                scale = max(1.0, float(np.abs(want).max()))
+                src = os.path.join(d, "checkpoint.pth")
+                torch.save({"model_state_dict": ref.state_dict(), "epoch": 0, "optimizer_state_dict": opt.state_dict(),
+                            "scheduler": sched.state_dict()}, src)
+                final = os.path.join(d, "final_checkpoint.pth")
+                torch.save(ref.state_dict(), final)  # what main.py leaves in checkpoint.pth at the end
+                dst = os.path.join(d, f"{name}.ckpt")
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    code = cli.main(["convert", name, src, dst])
+                if code != 0:
+                    raise RuntimeError(f"zoo convert failed (exit {code}): {out.getvalue().strip()}")
+                layout = re.search(r"\((\S+) layout\)", out.getvalue())
+                note = f"layout {layout.group(1) if layout else '?'}"
+                for path in (src, final, dst):
+                    pt = zoo.create_model(name, "pt", checkpoint=path).eval()
+                    with torch.no_grad():
+                        errs.append(float(np.abs(pt(torch.from_numpy(x)).numpy() - want).max()) / scale)
+                    del pt
+                net = zoo.create_model(name, "ms", checkpoint=dst)
+                net.set_train(False)
+                for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
+                    ms.set_context(mode=mode)
+                    errs.append(float(np.abs(net(ms.Tensor(x)).asnumpy() - want).max()) / scale)
+                ms.set_context(mode=ms.PYNATIVE_MODE)
+                del net
+                back = os.path.join(d, "back.pth")  # MindSpore file -> PyTorch, into the reference's own model
+                with contextlib.redirect_stdout(io.StringIO()):
+                    code = cli.main(["convert", name, dst, back])
+                    again = create_model(img, classes, args)
+                if code != 0:
+                    raise RuntimeError(f"zoo convert back to .pth failed (exit {code})")
+                again.load_state_dict(torch.load(back, weights_only=True), strict=True)
+                again.eval()
+                with torch.no_grad():
+                    errs.append(float(np.abs(again(torch.from_numpy(x)).numpy() - want).max()) / scale)
+        except Exception as err:  # report the model and go on with the others
+            note = f"{type(err).__name__}: {str(err).splitlines()[0][:150]}"
+        ok = len(errs) == 6 and all(e <= 1e-4 for e in errs)
+        ok_all &= ok
+        cells = [f"{n_ref:,}", f"{macs:.1f}"] + [f"{e:.1e}" for e in errs] + ["-"] * (6 - len(errs))
+        print("  ".join([f"{name:>17}"] + [f"{c:>{len(h)}}" for c, h in zip(cells, cols[1:])]) +
+              f"  {'ok' if ok else 'FAIL'}; {note}")
+        del ref
+    return ok_all
+
+
 def _load_pt(name, weights):
     import zoo
 
@@ -548,7 +694,7 @@ def _load_pt(name, weights):
     return model.eval()
 
 
-FAMILIES = {"triplet": TRIPLET, "van": VAN, "halonet": HALONET}
+FAMILIES = {"triplet": TRIPLET, "van": VAN, "halonet": HALONET, "gmm": GMM}
 
 
 def main(argv=None) -> int:
@@ -560,7 +706,13 @@ def main(argv=None) -> int:
     p.add_argument("--mindcv", help="halonet: a mindcv checkout for halonet_50t (default: the installed mindcv)")
     p.add_argument("--size", type=int, help="VAN only: input size in px (default 224 for van_b0-b3, 64 for b4-b6)")
     p.add_argument("--no-mindcv", action="store_true", help="halonet: skip mindcv's halonet_50t")
+    p.add_argument("--deps", help="gmm: a directory with einops (installed there, outside the project, e.g. "
+                   "`pip install --target DIR einops==0.7.0`), put on the import path for the reference's models")
     args = p.parse_args(argv)
+    if args.deps is not None:
+        if not os.path.isdir(args.deps):
+            p.error(f"--deps {args.deps}: not a directory")
+        sys.path.insert(0, os.path.abspath(args.deps))
     if not os.path.isdir(args.repo):
         p.error(f"--repo {args.repo}: not a directory")
     known = FAMILIES[args.family]
@@ -574,6 +726,8 @@ def main(argv=None) -> int:
         ok = check_triplet(args.repo, names)
     elif args.family == "van":
         ok = check_van(args.repo, names, args.size)
+    elif args.family == "gmm":
+        ok = check_gmm(args.repo, names)
     else:
         ok = check_halonet_timm(args.repo, names)
         if not args.no_mindcv:

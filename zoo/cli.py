@@ -39,24 +39,30 @@ def cmd_list(args) -> int:
                             params=e.published.params, gmacs=e.published.gmacs, top1=e.published.top1,
                             top5=e.published.top5, dataset=e.published.dataset, layouts=list(e.layouts),
                             mean=e.preprocess.mean, std=e.preprocess.std, interpolation=e.preprocess.interpolation,
-                            crop_pct=e.preprocess.crop_pct, description=e.description))
+                            crop_pct=e.preprocess.crop_pct, description=e.description,
+                            published=[dict(dataset=q.dataset, params=q.params, gmacs=q.gmacs, top1=q.top1,
+                                            top5=q.top5, source=q.source) for q in e.all_published]))
         print(json.dumps(out, indent=2))
         return EXIT_OK
-    head = ("model", "family", "input", "classes", "params (pub.)", "GMACs (pub.)", "top-1", "top-5", "layouts")
+    head = ("model", "family", "input", "classes", "dataset", "params (pub.)", "GMACs (pub.)", "top-1", "top-5",
+            "layouts")
     rows = []
     for n in names:
         e = registry.get(n)
         p = e.published
-        rows.append((n, e.family, "x".join(map(str, e.input_size[1:])), str(e.num_classes), _fmt_int(p.params),
-                     _fmt(p.gmacs), _fmt(p.top1), _fmt(p.top5), ", ".join(("zoo",) + e.layouts)))
+        rows.append((n, e.family, "x".join(map(str, e.input_size[1:])), str(e.num_classes), p.dataset,
+                     _fmt_int(p.params), _fmt(p.gmacs), _fmt(p.top1), _fmt(p.top5), ", ".join(("zoo",) + e.layouts)))
+        for q in e.more_published:  # one model serving several datasets: one more line per dataset
+            rows.append(("", "", "", "", q.dataset, _fmt_int(q.params), _fmt(q.gmacs), _fmt(q.top1), _fmt(q.top5), ""))
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     print(fmt.format(*head))
     print(fmt.format(*("-" * w for w in widths)))
     for row in rows:
         print(fmt.format(*row))
-    print(f"\n{len(rows)} models. Published figures are the reference's (ImageNet-1k val unless the family says "
-          "otherwise); GMACs = multiply-adds, which some READMEs call FLOPs.")
+    print(f"\n{len(names)} models. Published figures are the reference's, on the dataset shown "
+          "(a model evaluated on several has one line per dataset); GMACs = multiply-adds, which some READMEs "
+          "call FLOPs.")
     return EXIT_OK
 
 

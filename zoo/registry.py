@@ -59,6 +59,9 @@ class ModelEntry:
     num_classes: int = 1000
     classifier: str = "fc"  # module path of the final Linear (head handling in loading)
     published: Published = field(default_factory=Published)
+    # figures on further datasets when one model serves several (e.g. CIFAR-100 and SVHN besides CIFAR-10);
+    # ``published`` is the first (the default dataset's)
+    more_published: Tuple[Published, ...] = ()
     preprocess: Preprocess = field(default_factory=Preprocess)
     layouts: Tuple[str, ...] = ()  # external checkpoint layouts zoo.convert can import
     # reads constructor arguments the weights determine (e.g. a kernel size) from a state dict
@@ -68,6 +71,11 @@ class ModelEntry:
     # chaotic (float32 itself cannot fix their outputs to the parity bound); a family records a draw
     # on which float32 and float64 agree, so that the comparison of the twins means something.
     parity_seed: int = 0
+
+    @property
+    def all_published(self) -> Tuple[Published, ...]:
+        """``published`` followed by ``more_published``: one ``Published`` per dataset."""
+        return (self.published,) + tuple(self.more_published)
 
     def builder(self, framework: str):
         """The class that builds this model in ``framework`` ('ms' or 'pt')."""

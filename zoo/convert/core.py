@@ -40,7 +40,17 @@ class Spec:
 
     @property
     def ms_to_pt(self):
-        return OrderedDict((m, p) for p, m in self.ms_names.items())
+        """MindSpore name -> PyTorch name (of the first holder, for a tensor several modules share)."""
+        out = OrderedDict()
+        for p, m in self.ms_names.items():
+            out.setdefault(m, p)
+        return out
+
+    @property
+    def aliases(self) -> "OrderedDict[str, str]":
+        """PyTorch names of shared tensors beyond their first holder -> that holder's PyTorch name."""
+        m2p = self.ms_to_pt
+        return OrderedDict((p, m2p[m]) for p, m in self.ms_names.items() if m2p[m] != p)
 
 
 def spec(entry: registry.ModelEntry, **overrides) -> Spec:
@@ -122,13 +132,31 @@ def _candidates(entry, ckpt: Checkpoint, layout: str, spec_: Spec):
         yield "zoo", ckpt.tensors
         ms_to_pt = spec_.ms_to_pt
         if any(k in ms_to_pt and ms_to_pt[k] != k for k in ckpt.tensors):
-            yield "zoo (MindSpore names)", OrderedDict((ms_to_pt.get(k, k), v) for k, v in ckpt.tensors.items())
+            yield "zoo (MindSpore names)", _expand_aliases(
+                OrderedDict((ms_to_pt.get(k, k), v) for k, v in ckpt.tensors.items()), spec_)
     for name in entry.layouts:
         if layout in ("auto", name):
             yield name, get_importer(entry.family, name)(ckpt.tensors)
     if layout not in ("auto", "zoo") and layout not in entry.layouts:
         known = ", ".join(("auto", "zoo") + entry.layouts)
         raise ConversionError(f"layout {layout!r} does not apply to {entry.name}; choose from: {known}")
+
+
+def _expand_aliases(state, spec_: Spec):
+    """Add the copies of shared tensors a state stores once (MindSpore names) under every PyTorch holder."""
+    for alias, owner in spec_.aliases.items():
+        if alias not in state and owner in state:
+            state[alias] = state[owner]
+    return state
+
+
+def check_aliases(state: Dict[str, np.ndarray], spec_: Spec, source: str = "the checkpoint") -> None:
+    """Refuse a state whose copies of one shared tensor differ (a model holds them as one tensor)."""
+    bad = [f"{a} != {o}" for a, o in spec_.aliases.items()
+           if a in state and o in state and not np.array_equal(state[a], state[o])]
+    if bad:
+        raise ConversionError(f"{source}: these tensors are one shared tensor in the model, but the copies in the "
+                              f"file differ ({len(bad)}): {', '.join(bad[:4])}" + (" ..." if len(bad) > 4 else ""))
 
 
 def load_state(model: str, source, layout: str = "auto", num_classes: Optional[int] = None, **kwargs) -> Loaded:
@@ -191,6 +219,7 @@ def load_state(model: str, source, layout: str = "auto", num_classes: Optional[i
         if names.is_pt_only(k) and k not in state:
             state[k] = np.zeros(shape, dtype=np.int64)
     state = OrderedDict((k, state[k]) for k in final.shapes if k in state)
+    check_aliases(state, final, ckpt.path)
     return Loaded(state, build, final, name, ckpt.path, notes, keep_init)
 
 
@@ -214,8 +243,13 @@ def _suggest(entry, tensors) -> str:
 # --- framework state <-> canonical ----------------------------------------------------------------
 
 def to_ms(state: Dict[str, np.ndarray], spec_: Spec) -> "OrderedDict[str, np.ndarray]":
-    """Canonical (PyTorch-named) state -> MindSpore parameter dict."""
-    return OrderedDict((spec_.ms_names[k], v) for k, v in state.items() if not names.is_pt_only(k))
+    """Canonical (PyTorch-named) state -> MindSpore parameter dict (a shared tensor once; its copies must agree)."""
+    check_aliases(state, spec_)
+    out = OrderedDict()
+    for k, v in state.items():
+        if not names.is_pt_only(k):
+            out.setdefault(spec_.ms_names[k], v)
+    return out
 
 
 def from_ms(params: Dict[str, np.ndarray], spec_: Spec) -> "OrderedDict[str, np.ndarray]":
@@ -224,7 +258,7 @@ def from_ms(params: Dict[str, np.ndarray], spec_: Spec) -> "OrderedDict[str, np.
     unknown = [k for k in params if k not in m2p]
     if unknown:
         raise ConversionError(f"MindSpore parameters with no PyTorch counterpart: {', '.join(unknown[:8])}")
-    state = OrderedDict((m2p[k], v) for k, v in params.items())
+    state = _expand_aliases(OrderedDict((m2p[k], v) for k, v in params.items()), spec_)
     out = OrderedDict()
     for k, shape in spec_.shapes.items():
         if k in state:

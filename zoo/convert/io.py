@@ -27,8 +27,8 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 SUPPORTED = ".pth, .pth.tar, .pt, .bin, .safetensors, .ckpt"
 
 # Wrapper keys that hold the weights, in the order they are tried (timm, the TA and VAN training
-# scripts: state_dict; AT: params; others: model / module / net).
-WEIGHT_KEYS = ("state_dict", "model", "params", "module", "net", "model_state", "weights")
+# scripts: state_dict; AT: params; the GMM repo's main.py: model_state_dict; others: model / module / net).
+WEIGHT_KEYS = ("state_dict", "model", "params", "module", "net", "model_state", "model_state_dict", "weights")
 
 # MindSpore optimizer / training-loop state saved next to the weights (mindcv, Model.train).
 # mindcv's optimizers add lion_m/nadam_m/nadam_v/mu_schedule/prev_gradient, MindSpore's RMSProp

@@ -26,8 +26,13 @@ def is_pt_only(name: str) -> bool:
 
 
 def name_map(model: nn.Module) -> "OrderedDict[str, str]":
-    """{PyTorch state_dict name: MindSpore parameter name} for every tensor MindSpore holds too."""
-    out = OrderedDict()
+    """{PyTorch state_dict name: MindSpore parameter name} for every tensor MindSpore holds too.
+
+    A tensor that several modules hold (the GMM family's frozen base mask: one Parameter, listed in the
+    state dict once per holder) is one MindSpore parameter, named after its first holder: all its PyTorch
+    names map to that one name (``to_ms`` checks the copies agree, ``from_ms`` writes every copy back).
+    """
+    out, first = OrderedDict(), {}
     for prefix, module in model.named_modules():
         rename = next((r for types, r in RULES if isinstance(module, types)), {})
         persistent = [n for n in module._buffers if n not in module._non_persistent_buffers_set]
@@ -35,5 +40,6 @@ def name_map(model: nn.Module) -> "OrderedDict[str, str]":
             if getattr(module, local, None) is None or local in PT_ONLY:
                 continue
             full = f"{prefix}.{local}" if prefix else local
-            out[full] = f"{prefix}.{rename.get(local, local)}" if prefix else rename.get(local, local)
+            own = f"{prefix}.{rename.get(local, local)}" if prefix else rename.get(local, local)
+            out[full] = first.setdefault(id(getattr(module, local)), own)
     return out
