@@ -207,7 +207,7 @@ class Swin(nn.Module):
         self.absolute_pos_embed = nn.Parameter(torch.zeros(1, res * res, embed_dim))
         _trunc_normal_(self.absolute_pos_embed)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
         self.layers = nn.ModuleList()
         self.feature_info = []
         for i in range(self.num_layers):

@@ -158,7 +158,7 @@ class T2T(nn.Module):
         self.pos_embed = nn.Parameter(torch.from_numpy(sinusoid_table(num_patches, embed_dim)), requires_grad=False)
         self.pos_drop = nn.Dropout(drop_rate)
         self.mask = base_mask_parameter(num_patches)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, dpr[i], gmm, num_kernels, self.mask)
             for i in range(depth)])
