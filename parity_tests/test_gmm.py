@@ -517,7 +517,8 @@ def test_reference_state_dict_layout_swin_pit_t2t():
     want = {"mask": (1, 1, 16, 16), "absolute_pos_embed": (1, 256, 96), "patch_embed.proj.weight": (96, 3, 2, 2),
             "patch_embed.norm.weight": (96,), "layers.0.blocks.0.norm1.bias": (96,),
             "layers.0.blocks.0.attn.relative_position_bias_table": (49, 3),
-            "layers.0.blocks.0.attn.relative_position_index": (16, 16), "layers.1.blocks.4.attn.mask.sigma": (5, 6, 1, 1),
+            "layers.0.blocks.0.attn.relative_position_index": (16, 16),
+            "layers.1.blocks.4.attn.mask.sigma": (5, 6, 1, 1),
             "layers.2.blocks.3.attn.mask.alpha": (5, 12, 1, 1), "layers.2.blocks.3.attn.mask.mask": (1, 1, 16, 16),
             "layers.0.blocks.1.attn.qkv.weight": (288, 96), "layers.0.blocks.1.attn.qkv.bias": (288,),
             "layers.1.blocks.0.attn.proj.weight": (192, 192), "layers.2.blocks.0.mlp.fc1.weight": (768, 384),
@@ -553,8 +554,10 @@ def test_reference_state_dict_layout_swin_pit_t2t():
     sd = m.state_dict()
     want = {"cls_token": (1, 1, 256), "pos_embed": (1, 64, 256), "mask": (1, 1, 64, 64),
             "tokens_to_token.attention1.mask": (1, 1, 1024, 1024), "tokens_to_token.attention1.norm1.weight": (27,),
-            "tokens_to_token.attention1.attn.qkv.weight": (192, 27), "tokens_to_token.attention1.attn.proj.weight": (64, 64),
-            "tokens_to_token.attention1.attn.mask.sigma": (5, 1, 1, 1), "tokens_to_token.attention1.norm2.weight": (64,),
+            "tokens_to_token.attention1.attn.qkv.weight": (192, 27),
+            "tokens_to_token.attention1.attn.proj.weight": (64, 64),
+            "tokens_to_token.attention1.attn.mask.sigma": (5, 1, 1, 1),
+            "tokens_to_token.attention1.norm2.weight": (64,),
             "tokens_to_token.attention1.mlp.fc1.weight": (64, 64), "tokens_to_token.attention2.mask": (1, 1, 256, 256),
             "tokens_to_token.attention2.norm1.weight": (576,), "tokens_to_token.attention2.attn.qkv.weight": (192, 576),
             "tokens_to_token.norm.weight": (576,), "tokens_to_token.project.weight": (256, 576),
@@ -662,7 +665,8 @@ def test_reference_init_swin_pit_t2t(framework):
     assert abs(w.std() / np.sqrt(2 / (192 + 576)) - 1) < 0.05
     w = to_np(pit.layers[1].downsample.net[0].weight)  # depthwise (192, 1, 3, 3): torch's fans 9 and 192 * 9
     assert abs(w.std() / np.sqrt(2 / (9 + 1728)) - 1) < 0.1 and (to_np(pit.layers[1].downsample.net[0].bias) == 0).all()
-    assert abs(to_np(pit.pos_embedding).std() - 1) < 0.05 and (to_np(pit.layers[0].layers[0][0].fn.to_out[0].bias) == 0).all()
+    assert abs(to_np(pit.pos_embedding).std() - 1) < 0.05
+    assert (to_np(pit.layers[0].layers[0][0].fn.to_out[0].bias) == 0).all()
     assert trainable(pit, framework) == REFERENCE_PARAMS["gmm_pit_32"]
     t2t = zoo.create_model("gmm_t2t_32", framework)
     assert abs(to_np(t2t.blocks[0].attn.qkv.weight).std() / 0.02 - 1) < 0.05

@@ -140,7 +140,8 @@ class PiT(nn.Cell):
                 dim *= 2
         self.layers = nn.CellList(layers)
         self.num_features = dim
-        self.mlp_head = L.SequentialCell([L.LayerNorm(dim, eps=C.LN_EPS), L.Linear(dim, num_classes) if num_classes > 0 else L.Identity()])
+        head = L.Linear(dim, num_classes) if num_classes > 0 else L.Identity()
+        self.mlp_head = L.SequentialCell([L.LayerNorm(dim, eps=C.LN_EPS), head])
         xavier_init_(self)
 
     def reset_classifier(self, num_classes: int):

@@ -47,8 +47,8 @@ class WindowAttention(nn.Cell):
         self.scale = self.head_dim ** -0.5
         self.n = window_size * window_size
         self.mask = GaussianMixtureMask(num_heads, num_kernels) if gmm else None
-        self.relative_position_bias_table = ms.Parameter(
-            ms.Tensor(np.zeros(((2 * window_size - 1) ** 2, num_heads), np.float32)), name="relative_position_bias_table")
+        table = np.zeros(((2 * window_size - 1) ** 2, num_heads), np.float32)
+        self.relative_position_bias_table = ms.Parameter(ms.Tensor(table), name="relative_position_bias_table")
         self.relative_position_index = _frozen(relative_position_index(window_size), "relative_position_index")
         self.qkv = L.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = L.Linear(dim, dim)

@@ -163,7 +163,8 @@ class PiT(nn.Module):
                 reduction *= 2
                 dim *= 2
         self.num_features = dim
-        self.mlp_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity())
+        self.mlp_head = nn.Sequential(nn.LayerNorm(dim),
+                                      nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity())
         self.apply(init_weights)
 
     def reset_classifier(self, num_classes: int):
