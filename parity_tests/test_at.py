@@ -249,3 +249,328 @@ def test_folded_teacher_bias_choice():
     assert not torch.allclose(a, b) and torch.equal(a, c)  # the default never reads the bias
     assert "ignored" in ref.variant and "applied" in fixed.variant
     assert not ref.group1.block0.conv_dim.bias.requires_grad
+
+
+# --- the reference's file layouts -------------------------------------------------------------------
+# Files are written here as the reference writes them (flat dicts named by its scheme, torch.save of
+# {'params', 'optimizer', 'epoch'}), from the twin's random weights; the reference's functions (written
+# out below from cifar.py / imagenet.py / the functional-zoo notebooks) compute the expected outputs from the
+# flat dict, and the converted twins must agree with them. tools/check_reference.py does the same with
+# the reference repository's own code.
+
+def _bn_f(x, p, base):
+    return F.batch_norm(x, p[base + ".running_mean"], p[base + ".running_var"], p[base + ".weight"],
+                        p[base + ".bias"], False)
+
+
+def _pool_f(o, k, stride, size):
+    return F.avg_pool2d(o, k, stride, 0) if size in (32, 224) else o.mean((2, 3), keepdim=True)
+
+
+def ref_wrn(x, p, depth, base=""):
+    """cifar.py resnet(depth, width).f in eval mode."""
+    n = (depth - 4) // 6
+
+    def block(x, b, stride):
+        o1 = F.relu(_bn_f(x, p, b + ".bn0"))
+        y = F.conv2d(o1, p[b + ".conv0"], stride=stride, padding=1)
+        o2 = F.relu(_bn_f(y, p, b + ".bn1"))
+        z = F.conv2d(o2, p[b + ".conv1"], stride=1, padding=1)
+        return z + F.conv2d(o1, p[b + ".convdim"], stride=stride) if b + ".convdim" in p else z + x
+
+    o = F.conv2d(x, p[base + "conv0"], padding=1)
+    gs = []
+    for g, s in enumerate((1, 2, 2)):
+        for i in range(n):
+            o = block(o, f"{base}group{g}.block{i}", s if i == 0 else 1)
+        gs.append(o)
+    o = _pool_f(F.relu(_bn_f(o, p, base + "bn")), 8, 1, x.shape[-1]).flatten(1)
+    return F.linear(o, p[base + "fc.weight"], p[base + "fc.bias"]), gs
+
+
+def ref_student(x, p, blocks, base=""):
+    """imagenet.py define_student(...).f in eval mode."""
+    def block(x, b, stride):
+        y = F.conv2d(x, p[b + ".conv0"], stride=stride, padding=1)
+        o1 = F.relu(_bn_f(y, p, b + ".bn0"))
+        o2 = _bn_f(F.conv2d(o1, p[b + ".conv1"], padding=1), p, b + ".bn1")
+        return F.relu(o2 + F.conv2d(x, p[b + ".convdim"], stride=stride)) if b + ".convdim" in p else F.relu(o2 + x)
+
+    o = F.max_pool2d(F.relu(_bn_f(F.conv2d(x, p[base + "conv0"], stride=2, padding=3), p, base + "bn0")), 3, 2, 1)
+    gs = []
+    for g, n in enumerate(blocks):
+        for i in range(n):
+            o = block(o, f"{base}group{g}.block{i}", 2 if (g and not i) else 1)
+        gs.append(o)
+    o = _pool_f(o, 7, 7, x.shape[-1]).flatten(1)
+    return F.linear(o, p[base + "fc.weight"], p[base + "fc.bias"]), gs
+
+
+def ref_folded(x, p, base="", dim_bias=False):
+    """imagenet.py define_teacher(...).f (dim_bias=False), or the functional-zoo notebook's (True)."""
+    blocks = [sum(re.match(rf"{re.escape(base)}group{j}.block\d+.conv0.weight$", k) is not None for k in p)
+              for j in range(4)]
+
+    def conv(x, b, stride=1, pad=0):
+        return F.conv2d(x, p[b + ".weight"], p[b + ".bias"], stride, pad)
+
+    o = F.max_pool2d(F.relu(conv(x, base + "conv0", 2, 3)), 3, 2, 1)
+    gs = []
+    for g, n in enumerate(blocks):
+        stride = 1 if g == 0 else 2
+        for i in range(n):
+            b = f"{base}group{g}.block{i}.conv"
+            xin = o
+            o = F.relu(conv(xin, b + "0", stride if i == 0 else 1, 1))
+            o = conv(o, b + "1", 1, 1)
+            if i == 0 and stride != 1:
+                o = o + (conv(xin, b + "_dim", stride) if dim_bias else F.conv2d(xin, p[b + "_dim.weight"], stride=stride))
+            else:
+                o = o + xin
+            o = F.relu(o)
+        gs.append(o)
+    o = _pool_f(o, 7, 1, x.shape[-1]).flatten(1)
+    return F.linear(o, p[base + "fc.weight"], p[base + "fc.bias"]), gs
+
+
+def ref_affine(x, p):
+    """functional-zoo resnet-18-at-export.ipynb define_model(params)."""
+    def affine(o, b):
+        return o * p[b + ".a"].view(1, -1, 1, 1) + p[b + ".b"].view(1, -1, 1, 1)
+
+    def group(o, base, stride):
+        if base == "group0":
+            x0 = o
+            o = F.conv2d(x0, p[base + ".block0.conv0"], padding=1)
+            o = F.conv2d(F.relu(affine(o, base + ".block0.affine1")), p[base + ".block0.conv1"], padding=1) + x0
+        else:
+            x0 = F.relu(affine(o, base + ".block0.affine0"))
+            o = F.conv2d(x0, p[base + ".block0.conv0"], padding=1, stride=stride)
+            o = F.conv2d(F.relu(affine(o, base + ".block0.affine1")), p[base + ".block0.conv1"], padding=1)
+            o = o + F.conv2d(x0, p[base + ".block0.conv_dim"], stride=stride)
+        x1 = o
+        o = F.conv2d(F.relu(affine(x1, base + ".block1.affine0")), p[base + ".block1.conv0"], padding=1)
+        o = F.conv2d(F.relu(affine(o, base + ".block1.affine1")), p[base + ".block1.conv1"], padding=1)
+        return o + x1
+
+    o = F.max_pool2d(F.relu(affine(F.conv2d(x, p["conv0"], stride=2, padding=3), "affine0")), 3, 2, 1)
+    gs = []
+    for g in range(4):
+        o = group(o, f"group{g}", 1 if g == 0 else 2)
+        gs.append(o)
+    o = _pool_f(F.relu(affine(o, "affine_last")), 7, 1, x.shape[-1]).flatten(1)
+    return F.linear(o, p["fc.weight"], p["fc.bias"]), gs
+
+
+def reference_params(model):
+    """The twin's weights as the reference's flat dict: ``utils.flatten`` names, conv tensors bare (functional
+    convs) or with .weight/.bias (the folded exports), BatchNorm statistics in the dict, no counters."""
+    folded = type(model).__name__ == "FoldedResNet"
+    out = {}
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            if folded:
+                out[mod_name + ".weight"] = mod.weight.detach().clone()
+                if mod.bias is not None:
+                    out[mod_name + ".bias"] = mod.bias.detach().clone()
+            else:
+                out[mod_name] = mod.weight.detach().clone()
+        elif isinstance(mod, torch.nn.BatchNorm2d):
+            for leaf in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{mod_name}.{leaf}"] = getattr(mod, leaf).detach().clone()
+        elif isinstance(mod, torch.nn.Linear):
+            out[mod_name + ".weight"], out[mod_name + ".bias"] = mod.weight.detach().clone(), mod.bias.detach().clone()
+        elif type(mod).__name__ == "Affine":
+            out[mod_name + ".a"], out[mod_name + ".b"] = mod.a.detach().clone(), mod.b.detach().clone()
+    return out
+
+
+def save_like_reference(path, params, epoch=3, old_style=False):
+    """cifar.py / imagenet.py ``log``: torch.save(dict(params=..., optimizer=..., epoch=...)); before May 2018
+    the BatchNorm statistics went to a separate ``stats`` entry."""
+    trainable = [v.requires_grad_() for k, v in params.items() if not k.endswith(("running_mean", "running_var"))]
+    opt = torch.optim.SGD(trainable, 0.0, momentum=0.9, weight_decay=5e-4)
+    sum((v * v).sum() for v in trainable).backward()
+    opt.step()  # a momentum buffer per tensor, as after training (lr 0: the weights stay)
+    opt.param_groups[0]["lr"] = 0.1
+    data = {k: v.detach() for k, v in params.items()}
+    if old_style:
+        stats = {k: v for k, v in data.items() if k.endswith(("running_mean", "running_var"))}
+        torch.save(dict(params={k: v for k, v in data.items() if k not in stats}, stats=stats,
+                        optimizer=opt.state_dict(), epoch=epoch), path)
+    else:
+        torch.save(dict(params=data, optimizer=opt.state_dict(), epoch=epoch), path)
+
+
+def _random_twin(name, size, seed=0, **kwargs):
+    m = zoo.create_model(name, "pt", **kwargs)
+    parity.randomize_(m, seed, (4, *size))
+    with torch.no_grad():  # no exact zeros left (the folded teacher's shortcut bias, say)
+        for p in m.parameters():
+            p.add_(torch.randn(p.shape) * 0.01)
+    return m.eval()
+
+
+def _max_err(got, want):
+    return max(float((g - w).abs().max()) / max(1.0, float(w.abs().max())) for g, w in zip(got, want))
+
+
+def _pt_outputs(model, x):
+    with torch.no_grad():
+        final, feats = model.eval().forward_intermediates(x)
+        return [model.forward_head(final)] + list(feats)
+
+
+def _ms_outputs(name, ckpt, x, **kwargs):
+    net = zoo.create_model(name, "ms", checkpoint=ckpt, **kwargs)
+    cell = _Intermediates(net)
+    net.set_train(False)
+    outs = []
+    for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
+        ms.set_context(mode=mode)
+        outs.append([torch.from_numpy(t.asnumpy()) for t in cell(ms.Tensor(x.numpy()))])
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    return outs
+
+
+def test_cifar_model_pt7_layouts(tmp_path):
+    """cifar.py files: one network; a distillation run (student.* and teacher.*); the pre-May-2018
+    {'params', 'stats'} file. Converted to MindSpore, both twins give the reference function's logits and groups."""
+    student = _random_twin("wrn_16_1", (3, 32, 32), 1)
+    teacher = _random_twin("wrn_16_2", (3, 32, 32), 2)
+    x = torch.randn(2, 3, 32, 32)
+    ps, pt_ = reference_params(student), reference_params(teacher)
+    with torch.no_grad():
+        y, g = ref_wrn(x, ps, 16)
+        want_s = [y] + g
+        y, g = ref_wrn(x, pt_, 16)
+        want_t = [y] + g
+
+    single, distil, old = tmp_path / "single.pt7", tmp_path / "distil.pt7", tmp_path / "old.pt7"
+    save_like_reference(single, dict(ps))
+    merged = {"student." + k: v for k, v in ps.items()}
+    merged.update({"teacher." + k: v for k, v in pt_.items()})
+    save_like_reference(distil, merged)
+    save_like_reference(old, dict(ps), old_style=True)
+
+    ckpt = tmp_path / "wrn_16_1.ckpt"
+    loaded = convert_file("wrn_16_1", str(distil), str(ckpt))
+    assert loaded.layout == "reference"
+    for outs in _ms_outputs("wrn_16_1", str(ckpt), x):
+        assert _max_err(outs, want_s) < 1e-5
+    for src in (single, distil, old):
+        m = zoo.create_model("wrn_16_1", "pt", checkpoint=str(src))
+        assert _max_err(_pt_outputs(m, x), want_s) < 1e-5, src
+    assert any("stats" in n for n in load_state("wrn_16_1", str(old)).notes)
+    # the teacher: by the explicit layout, and automatically for a model only the teacher's weights fit
+    for layout in ("reference-teacher", "auto"):
+        t = zoo.create_model("wrn_16_2", "pt", checkpoint=str(distil), layout=layout)
+        assert _max_err(_pt_outputs(t, x), want_t) < 1e-5
+    assert load_state("wrn_16_2", str(distil)).layout == "reference-teacher"
+
+
+def test_imagenet_model_pt7_and_functional_zoo_layouts(tmp_path):
+    """imagenet.py's model.pt7 after a run: the student of define_student(34) with the reference's [3, 4, 6, 5]
+    blocks (at width 0.25 here, to keep the file small) and a folded teacher whose shortcut convs carry biases
+    (as resnet-34-export's do; a ResNet-18 here); then the functional-zoo flat export. 64 px with global
+    pooling (each architecture's full size runs above)."""
+    from zoo.models.at.pt import ResNet
+
+    size = (3, 64, 64)
+    torch.manual_seed(3)
+    student = ResNet(layers=(3, 4, 6, 5), width=0.25, global_pool="avg")
+    parity.randomize_(student, 3, (4, *size))
+    student.eval()
+    teacher = _random_twin("at_resnet18_folded", size, 4, global_pool="avg", dim_bias=True)
+    x = torch.randn(1, *size)
+    ps, pt_ = reference_params(student), reference_params(teacher)
+    assert "group1.block0.conv_dim.bias" in pt_ and "group3.block4.conv0" in ps
+    with torch.no_grad():
+        ys, gs = ref_student(x, ps, (3, 4, 6, 5))
+        yt, gt = ref_folded(x, pt_)
+        yt_fixed = ref_folded(x, pt_, dim_bias=True)[0]
+    run = tmp_path / "model.pt7"
+    merged = {"student." + k: v for k, v in ps.items()}
+    merged.update({"teacher." + k: v for k, v in pt_.items()})
+    save_like_reference(run, merged)
+
+    s = zoo.create_model("at_resnet34", "pt", checkpoint=str(run), global_pool="avg", width=0.25)
+    assert s.layers == (3, 4, 6, 5)
+    assert _max_err(_pt_outputs(s, x), [ys] + gs) < 1e-5
+    assert load_state("at_resnet18_folded", str(run)).layout == "reference-teacher"
+    t = zoo.create_model("at_resnet18_folded", "pt", checkpoint=str(run), global_pool="avg")
+    assert t.dim_bias and not t.use_dim_bias
+    assert _max_err(_pt_outputs(t, x), [yt] + gt) < 1e-5
+    fixed = zoo.create_model("at_resnet18_folded", "pt", checkpoint=str(run), global_pool="avg", use_dim_bias=True)
+    assert _max_err(_pt_outputs(fixed, x)[:1], [yt_fixed]) < 1e-5 and _max_err([yt], [yt_fixed]) > 1e-4
+
+    # the functional-zoo export: a flat dict (torch.load gives the dict itself), into both twins
+    export = tmp_path / "resnet-18-export.pth"
+    torch.save(pt_, export)
+    ckpt = tmp_path / "t.ckpt"
+    assert convert_file("at_resnet18_folded", str(export), str(ckpt), global_pool="avg").layout == "zoo"
+    for outs in _ms_outputs("at_resnet18_folded", str(ckpt), x, global_pool="avg"):
+        assert _max_err(outs, [yt] + gt) < 1e-5
+
+
+# resnet-18-at-export's tensors as the functional-zoo notebook prints them (name, shape); groups 1-3 alike
+_AT_EXPORT = ["affine0.a 64", "affine0.b 64", "affine_last.a 512", "affine_last.b 512", "conv0 64,3,7,7",
+              "fc.bias 1000", "fc.weight 1000,512", "group0.block0.affine1.a 64", "group0.block0.affine1.b 64",
+              "group0.block0.conv0 64,64,3,3", "group0.block0.conv1 64,64,3,3"] + [
+    f"group0.block1.{t}" for t in ("affine0.a 64", "affine0.b 64", "affine1.a 64", "affine1.b 64",
+                                   "conv0 64,64,3,3", "conv1 64,64,3,3")] + [
+    line for g, (ci, co) in enumerate(((64, 128), (128, 256), (256, 512)), 1) for line in (
+        f"group{g}.block0.affine0.a {ci}", f"group{g}.block0.affine0.b {ci}", f"group{g}.block0.affine1.a {co}",
+        f"group{g}.block0.affine1.b {co}", f"group{g}.block0.conv0 {co},{ci},3,3", f"group{g}.block0.conv1 {co},{co},3,3",
+        f"group{g}.block0.conv_dim {co},{ci},1,1", f"group{g}.block1.affine0.a {co}", f"group{g}.block1.affine0.b {co}",
+        f"group{g}.block1.affine1.a {co}", f"group{g}.block1.affine1.b {co}", f"group{g}.block1.conv0 {co},{co},3,3",
+        f"group{g}.block1.conv1 {co},{co},3,3")]
+
+
+def test_resnet18_at_export_layout(tmp_path):
+    """The official AT model's file: the notebook's 57 tensors (11,687,720 values) load into the pre-activation
+    twin, which computes the notebook's function."""
+    size = (3, 64, 64)
+    m = _random_twin("at_resnet18_preact", size, 6, global_pool="avg")
+    p = reference_params(m)
+    want = {line.split()[0]: tuple(int(v) for v in line.split()[1].split(",")) for line in _AT_EXPORT}
+    assert {k: tuple(v.shape) for k, v in p.items()} == want
+    assert sum(int(np.prod(s)) for s in want.values()) == 11_687_720
+    path = tmp_path / "resnet-18-at-export.pth"
+    torch.save(p, path)
+    x = torch.randn(1, *size)
+    with torch.no_grad():
+        y, g = ref_affine(x, p)
+    assert load_state("at_resnet18_preact", str(path)).layout == "functional-zoo"
+    back = zoo.create_model("at_resnet18_preact", "pt", checkpoint=str(path), global_pool="avg")
+    assert _max_err(_pt_outputs(back, x), [y] + g) < 1e-5
+
+
+def test_write_back_to_the_reference_layout(tmp_path, cli):
+    """A zoo checkpoint (MindSpore .ckpt here) written as cifar.py's model.pt7: the reference's function on its
+    'params' gives the twin's logits, and its optimizer entry loads into the SGD cifar.py builds on resume."""
+    m = _random_twin("wrn_16_2", (3, 32, 32), 7)
+    src = tmp_path / "zoo.pth"
+    torch.save(m.state_dict(), src)
+    ckpt = tmp_path / "zoo.ckpt"
+    convert_file("wrn_16_2", str(src), str(ckpt))
+    dst = tmp_path / "model.pt7"  # the command as docs/distillation.md gives it
+    r = cli("convert", "wrn_16_2", str(ckpt), str(dst), "--to-layout", "reference")
+    assert r.returncode == 0, r.stderr
+    assert "reference layout" in r.stdout
+    saved = torch.load(dst, weights_only=True)
+    assert set(saved) == {"params", "optimizer", "epoch"}
+    params = saved["params"]
+    assert "group0.block0.convdim" in params and "group0.block0.conv0" in params and "bn.running_var" in params
+    assert not any(k.endswith("num_batches_tracked") or k.endswith("conv0.weight") for k in params)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert _max_err([ref_wrn(x, params, 16)[0]], _pt_outputs(m, x)[:1]) < 1e-6
+    # cifar.py --resume: SGD over the tensors that require grad, in the dict's order, then load_state_dict
+    trainable = [v.requires_grad_() for k, v in params.items() if not k.endswith(("running_mean", "running_var"))]
+    opt = torch.optim.SGD(trainable, 0.1, momentum=0.9, weight_decay=5e-4)
+    opt.load_state_dict(saved["optimizer"])
+    # the folded teachers go to the functional-zoo flat dict instead; the error names the right layout
+    with pytest.raises(zoo.errors.ConversionError, match="--to-layout reference"):
+        convert_file("wrn_16_2", str(ckpt), str(tmp_path / "x.pt7"), to_layout="functional-zoo")
+    assert not (tmp_path / "x.pt7").exists()

@@ -71,7 +71,8 @@ def cmd_convert(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        loaded = convert_file(args.model, args.src, args.dst, to=args.to, layout=args.layout, force=args.force)
+        loaded = convert_file(args.model, args.src, args.dst, to=args.to, layout=args.layout, force=args.force,
+                              to_layout=args.to_layout)
     except (ConversionError, KeyError) as err:
         print(f"zoo convert: error: {err.args[0] if err.args else err}", file=sys.stderr)
         print(f"zoo convert: nothing was written to {args.dst}", file=sys.stderr)
@@ -80,8 +81,9 @@ def cmd_convert(args) -> int:
         print(f"note: {note}")
     to = args.to or ("ms" if args.dst.lower().endswith(".ckpt") else "pt")
     n = sum(1 for k in loaded.state if not k.endswith("num_batches_tracked"))
+    names = f"{args.to_layout} layout" if args.to_layout else f"{'MindSpore' if to == 'ms' else 'PyTorch'} names"
     print(f"converted {args.src} ({loaded.layout} layout) -> {args.dst} "
-          f"({'MindSpore' if to == 'ms' else 'PyTorch'} names, {n} tensors) in {time.perf_counter() - t0:.1f}s")
+          f"({names}, {n} tensors) in {time.perf_counter() - t0:.1f}s")
     return EXIT_OK
 
 
@@ -247,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=("ms", "pt"), help="target framework (default: from DST's suffix)")
     s.add_argument("--layout", default="auto",
                    help="source layout: auto (default), zoo, or one the model's family lists in `zoo list`")
+    s.add_argument("--to-layout", metavar="LAYOUT",
+                   help="write DST (a PyTorch file) in an external layout of the model's family instead of the zoo's "
+                   "names, e.g. 'reference' (attention-transfer's model.pt7) or 'functional-zoo'")
     s.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     s.set_defaults(func=cmd_convert)
 
