@@ -614,7 +614,7 @@ def _loss_parity(kind, a, b, c, **kw):
     ta64 = torch.from_numpy(a).double().requires_grad_()
     w64 = LP.at_loss(ta64, tb.double(), **kw) if kind == "at" else LP.kd_loss(ta64, tb.double(), tc, **kw)
     w64.backward()
-    floor = (abs(float(want) - float(w64)) / abs(float(w64)),
+    floor = (abs(float(want.detach()) - float(w64.detach())) / abs(float(w64.detach())),
              float(np.linalg.norm(gw - ta64.grad.numpy()) / np.linalg.norm(ta64.grad.numpy())))
     out = {"floor": floor}
     for mode, label in ((ms.PYNATIVE_MODE, "pynative"), (ms.GRAPH_MODE, "graph")):
@@ -623,9 +623,9 @@ def _loss_parity(kind, a, b, c, **kw):
         args = (ms.Tensor(a), ms.Tensor(b), ms.Tensor(c))
         v = float(cell(*args).asnumpy())
         g = _GradCell(cell)(*args).asnumpy().astype(np.float64)
-        out[label] = (abs(v - float(want)) / abs(float(want)), np.linalg.norm(g - gw) / np.linalg.norm(gw))
+        out[label] = (abs(v - float(want.detach())) / abs(float(want.detach())), np.linalg.norm(g - gw) / np.linalg.norm(gw))
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    return float(want), out
+    return float(want.detach()), out
 
 
 @pytest.mark.parametrize("mode", ["code", "paper"])
