@@ -140,7 +140,8 @@ def cmd_parity(args) -> int:
                 print(f"{n}: {args.train_steps} steps of {o or args.recipe} on each framework ...", file=sys.stderr,
                       flush=True)
                 results.append(train_parity(n, args.train_steps, o or "momentum", recipe=args.recipe,
-                                            input_size=_parse_size(args.input_size), batch=args.batch))
+                                            input_size=_parse_size(args.input_size), batch=args.batch,
+                                            teacher=args.teacher))
         print(format_table(results))
         return EXIT_FAIL if any(r.error for r in results) else EXIT_OK
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--opt", default="momentum,adamw", help="with --train-steps: momentum, adamw (default both)")
     s.add_argument("--recipe", help="with --train-steps: take the optimizer and schedule from this recipe")
     s.add_argument("--batch", type=int, default=4, help="with --train-steps: batch size (default 4)")
+    s.add_argument("--teacher", metavar="MODEL", help="with --train-steps: distil from this model (generic weights; "
+                   "the reference's AT beta 1000 + KD alpha 0.9, T 4) and compare every loss term too")
     s.set_defaults(func=cmd_parity)
 
     s = sub.add_parser("train", help="train from a YAML recipe, MindSpore or PyTorch (see `zoo train -h`)", add_help=False)
