@@ -37,18 +37,21 @@ def data(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("data")), classes=4, per_class=8, size=32)
 
 
-def test_training_parity_with_a_teacher():
-    """`zoo parity wrn_16_1 --train-steps 3 --teacher wrn_16_2`, two steps: each term and the updates agree."""
-    from zoo.train.parity import format_table, train_parity
+def test_training_parity_with_a_teacher(cli):
+    """The command of docs/distillation.md: each loss term per step and the weight updates of both frameworks."""
+    import re
 
-    r = train_parity("wrn_16_1", 2, "momentum", teacher="wrn_16_2")
-    print("\n" + format_table([r]))
-    assert r.error is None, r.error
-    assert set(r.term_rel) == {"loss", "ce", "kd", "at0", "at1", "at2"}
-    assert all(r.term_rel[k] < 1e-5 for k in ("ce", "at0", "at1", "at2")), r.term_rel
+    r = cli("parity", "wrn_16_1", "--train-steps", "3", "--teacher", "wrn_16_2", "--opt", "momentum")
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = next(line for line in r.stdout.splitlines() if line.startswith("wrn_16_1  momentum"))
+    loss_rel, update_rel, update_median = (float(v) for v in row.split()[3:6])
+    rel = {m.group(1): float(m.group(2)) for m in re.finditer(r"^    (\w+) .* rel (\S+)$", r.stdout, re.M)}
+    assert set(rel) == {"loss", "ce", "kd", "at0", "at1", "at2"}, rel
+    assert all(rel[k] < 1e-5 for k in ("ce", "at0", "at1", "at2")), rel
     # the KL of two nearly equal distributions amplifies the twins' ~1e-6 logit differences
-    assert r.term_rel["kd"] < 1e-3 and r.loss_rel < 1e-5
-    assert r.update_rel < 1e-3 and r.update_median < 1e-4
+    assert rel["kd"] < 1e-3 and loss_rel < 1e-5
+    assert update_rel < 1e-3 and update_median < 1e-4
 
 
 def _cfg(teacher, tmp_path, **over):
@@ -215,3 +218,17 @@ def test_torchrun_two_processes_with_a_teacher(data, teacher, tmp_path):
     a, b = _student(os.path.join(out, "last.pth")), _student(os.path.join(out, "rank1", "last.pth"))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_smoke_recipe_on_pytorch(data, teacher, tmp_path):
+    """The PyTorch command of docs/distillation.md (tests/test_recipes.py runs the MindSpore one)."""
+    out = str(tmp_path / "at_pt")
+    r = subprocess.run([sys.executable, TRAIN, "-c", SMOKE, "--framework", "pt", "--data_dir", data, "--ckpt_save_dir",
+                        out, "--epoch_size", "1", "--teacher_ckpt_path", teacher],
+                       capture_output=True, text=True, timeout=900, env=dict(ENV, OMP_NUM_THREADS="1"), cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "distillation: teacher wrn_16_2" in r.stdout and "(ce " in r.stdout and "finished:" in r.stdout
+    header = open(os.path.join(out, "result.log")).readline().split()
+    assert header[:7] == ["epoch", "train_loss", "train_ce", "train_kd", "train_at0", "train_at1", "train_at2"]
+    record = __import__("json").load(open(os.path.join(out, distill.TEACHER_RECORD)))
+    assert record["teacher_sha256"] == distill.sha256(teacher) and record["teacher_model"] == "wrn_16_2"
