@@ -232,3 +232,11 @@ def test_smoke_recipe_on_pytorch(data, teacher, tmp_path):
     assert header[:7] == ["epoch", "train_loss", "train_ce", "train_kd", "train_at0", "train_at1", "train_at2"]
     record = __import__("json").load(open(os.path.join(out, distill.TEACHER_RECORD)))
     assert record["teacher_sha256"] == distill.sha256(teacher) and record["teacher_model"] == "wrn_16_2"
+
+
+def test_mindcv_runner_refuses_a_distillation_recipe(capsys):
+    """mindcv's scripts have no distillation: leaving the teacher keys out would train the student alone."""
+    from zoo.mindcv import run
+
+    assert run(["train.py", "-c", SMOKE]) == 2
+    assert "distils from a teacher" in capsys.readouterr().err

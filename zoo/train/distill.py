@@ -37,6 +37,10 @@ from typing import List, Optional, Tuple
 from zoo.errors import ConfigError
 
 log = logging.getLogger("zoo.train")
+# the recipe keys (zoo.train.config); mindcv has no distillation, so they are zoo-only (python -m zoo.mindcv
+# refuses a recipe with a teacher)
+KEYS = ("teacher_model", "teacher_ckpt_path", "teacher_kwargs", "at_beta", "at_mode", "at_groups", "kd_alpha",
+        "kd_temperature", "fresh_optimizer_at_milestones")
 TEACHER_PREFIX = "teacher."
 TERMS_PARAM = "distill_terms"  # MindSpore: the step's loss terms, written by the graph, read after each step
 TEACHER_RECORD = "teacher.json"
