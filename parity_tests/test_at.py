@@ -546,7 +546,7 @@ def test_resnet18_at_export_layout(tmp_path):
     assert _max_err(_pt_outputs(back, x), [y] + g) < 1e-5
 
 
-def test_write_back_to_the_reference_layout(tmp_path, cli):
+def test_write_back_to_the_reference_layout(tmp_path, capsys):
     """A zoo checkpoint (MindSpore .ckpt here) written as cifar.py's model.pt7: the reference's function on its
     'params' gives the twin's logits, and its optimizer entry loads into the SGD cifar.py builds on resume."""
     m = _random_twin("wrn_16_2", (3, 32, 32), 7)
@@ -555,9 +555,12 @@ def test_write_back_to_the_reference_layout(tmp_path, cli):
     ckpt = tmp_path / "zoo.ckpt"
     convert_file("wrn_16_2", str(src), str(ckpt))
     dst = tmp_path / "model.pt7"  # the command as docs/distillation.md gives it
-    r = cli("convert", "wrn_16_2", str(ckpt), str(dst), "--to-layout", "reference")
-    assert r.returncode == 0, r.stderr
-    assert "reference layout" in r.stdout
+    from zoo.cli import main  # the command line's entry point, in this process
+
+    code = main(["convert", "wrn_16_2", str(ckpt), str(dst), "--to-layout", "reference"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "reference layout" in out.out
     saved = torch.load(dst, weights_only=True)
     assert set(saved) == {"params", "optimizer", "epoch"}
     params = saved["params"]

@@ -37,16 +37,20 @@ def data(tmp_path_factory):
     return make_image_folder(str(tmp_path_factory.mktemp("data")), classes=4, per_class=8, size=32)
 
 
-def test_training_parity_with_a_teacher(cli):
-    """The command of docs/distillation.md: each loss term per step and the weight updates of both frameworks."""
+def test_training_parity_with_a_teacher(capsys):
+    """The command of docs/distillation.md (through the CLI's own entry point, in this process): each loss term
+    per step and the weight updates of both frameworks."""
     import re
 
-    r = cli("parity", "wrn_16_1", "--train-steps", "3", "--teacher", "wrn_16_2", "--opt", "momentum")
-    print(r.stdout)
-    assert r.returncode == 0, r.stdout + r.stderr
-    row = next(line for line in r.stdout.splitlines() if line.startswith("wrn_16_1  momentum"))
+    from zoo.cli import main
+
+    code = main(["parity", "wrn_16_1", "--train-steps", "3", "--teacher", "wrn_16_2", "--opt", "momentum"])
+    out = capsys.readouterr().out
+    print(out)
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if line.startswith("wrn_16_1  momentum"))
     loss_rel, update_rel, update_median = (float(v) for v in row.split()[3:6])
-    rel = {m.group(1): float(m.group(2)) for m in re.finditer(r"^    (\w+) .* rel (\S+)$", r.stdout, re.M)}
+    rel = {m.group(1): float(m.group(2)) for m in re.finditer(r"^    (\w+) .* rel (\S+)$", out, re.M)}
     assert set(rel) == {"loss", "ce", "kd", "at0", "at1", "at2"}, rel
     assert all(rel[k] < 1e-5 for k in ("ce", "at0", "at1", "at2")), rel
     # the KL of two nearly equal distributions amplifies the twins' ~1e-6 logit differences
