@@ -54,6 +54,13 @@ def test_parity_gradients(name, size, batch, mode):
 
 # --- logits and group outputs of every variant, both MindSpore modes ----------------------------------
 
+def _cls(entry, framework):
+    """A registered model's class: zoo.models.at.<framework>.<cls>."""
+    import importlib
+
+    return getattr(importlib.import_module(f"zoo.models.{entry.family}.{framework}"), entry.cls)
+
+
 def _twins(name, seed=0, **kwargs):
     """Both twins of a registered model with the same generic weights (copied through the converter)."""
     from zoo.factory import build_kwargs
@@ -61,8 +68,8 @@ def _twins(name, seed=0, **kwargs):
     e = registry.get(name)
     build = build_kwargs(e, **kwargs)
     torch.manual_seed(seed)
-    pt = e.builder("pt")(**build)
-    net = e.builder("ms")(**build)
+    pt = _cls(e, "pt")(**build)
+    net = _cls(e, "ms")(**build)
     return pt, net
 
 
@@ -150,7 +157,7 @@ def test_parameter_count(name):
     """Trainable parameters (running statistics are buffers) against the published / reference-printed counts."""
     e = registry.get(name)
     with torch.device("meta"):
-        n = sum(p.numel() for p in e.builder("pt")(**e.kwargs, num_classes=e.num_classes).parameters())
+        n = sum(p.numel() for p in _cls(e, "pt")(**e.kwargs, num_classes=e.num_classes).parameters())
     if name == "wrn_28_10":
         assert round(n / 1e6, 1) == 36.5  # the WRN paper's WRN-28-10 (Zagoruyko & Komodakis, 2016)
     else:

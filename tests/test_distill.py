@@ -244,3 +244,27 @@ def test_mindcv_runner_refuses_a_distillation_recipe(capsys):
 
     assert run(["train.py", "-c", SMOKE]) == 2
     assert "distils from a teacher" in capsys.readouterr().err
+
+
+def test_kd_from_a_teacher_of_another_family(tmp_path):
+    """KD needs only logits: a Triplet Attention teacher distils into the AT family's WRN on both frameworks
+    (AT needs both models' stage outputs: forward_intermediates)."""
+    from zoo.train.loop import build_schedule
+    from zoo.train.ms import MindSporeBackend
+    from zoo.train.pt import PyTorchBackend
+
+    path = str(tmp_path / "ta.pth")
+    torch.manual_seed(0)
+    torch.save(zoo.create_model("triplet_resnet18_cifar", "pt", num_classes=4).state_dict(), path)
+    terms = {}
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 3, 32, 32)).astype(np.float32), rng.integers(0, 4, 8).astype(np.int32)
+    for fw, backend in (("pt", PyTorchBackend), ("ms", MindSporeBackend)):
+        cfg = _cfg(path, tmp_path, teacher_model="triplet_resnet18_cifar", at_beta=0, framework=fw)
+        b = backend(cfg)
+        b.build(build_schedule(cfg, 1))
+        b.set_train(True)
+        b.train_step(x, y, 0.05)
+        terms[fw] = b.loss_terms()
+    assert set(terms["ms"]) == set(terms["pt"]) == {"loss", "ce", "kd"}
+    assert all(np.isfinite(v) and v > 0 for t in terms.values() for v in t.values())

@@ -196,11 +196,14 @@ def make_plan(cfg, loaded_teacher=None) -> Plan:
         raise ConfigError(f"kd_alpha: KD compares the class scores, but the teacher {cfg.teacher_model} has {t_classes} "
                           f"classes and the student {cfg.num_classes}")
     with torch.device("meta"):
-        teacher = t_entry.builder("pt")(**build_kwargs(t_entry, **t_kwargs))
-        student = s_entry.builder("pt")(**build_kwargs(s_entry, num_classes=cfg.num_classes, in_chans=cfg.in_channels))
-    for m, role, name in ((student, "student", cfg.model), (teacher, "teacher", cfg.teacher_model)):
-        if not hasattr(m, "forward_intermediates"):
-            raise ConfigError(f"{role} {name} gives no stage outputs (forward_intermediates) for attention transfer")
+        teacher = _model_class(t_entry, "pt")(**build_kwargs(t_entry, **t_kwargs))
+        student = _model_class(s_entry, "pt")(**build_kwargs(s_entry, num_classes=cfg.num_classes,
+                                                             in_chans=cfg.in_channels))
+    if cfg.at_beta > 0:
+        for m, role, name in ((student, "student", cfg.model), (teacher, "teacher", cfg.teacher_model)):
+            if not hasattr(m, "forward_intermediates"):
+                raise ConfigError(f"at_beta: the {role} {name} gives no stage outputs (forward_intermediates) for "
+                                  "attention transfer; KD alone (at_beta 0) works with any model")
     plan = Plan(cfg.teacher_model, os.path.abspath(cfg.teacher_ckpt_path), sha256(cfg.teacher_ckpt_path),
                 {k: (list(v) if isinstance(v, tuple) else v) for k, v in t_kwargs.items()}, float(cfg.at_beta),
                 cfg.at_mode, float(cfg.kd_alpha), float(cfg.kd_temperature), float(cfg.label_smoothing),
@@ -255,9 +258,16 @@ def build_teacher(plan: Plan, framework: str, loaded=None):
 
     entry = registry.get(plan.teacher_model)
     loaded = loaded or core.load_state(plan.teacher_model, plan.teacher_path, **_kw(plan.teacher_kwargs))
-    model = entry.builder(framework)(**build_kwargs(entry, **{**_kw(plan.teacher_kwargs), **loaded.kwargs}))
+    model = _model_class(entry, framework)(**build_kwargs(entry, **{**_kw(plan.teacher_kwargs), **loaded.kwargs}))
     core.load_into(model, framework, loaded)
     return model
+
+
+def _model_class(entry, framework: str):
+    """The class of a registered model in one framework."""
+    import importlib
+
+    return getattr(importlib.import_module(f"zoo.models.{entry.family}.{framework}"), entry.cls)
 
 
 def _kw(kwargs: dict) -> dict:
@@ -283,9 +293,9 @@ def ms_loss_cell(plan: Plan, student, loaded=None):
         """The teacher, always in inference mode (BatchNorm on running statistics, dropout off), whatever
         ``set_train`` reaches it through the train step; its outputs carry no gradient."""
 
-        def __init__(self, net):
+        def __init__(self, net, stages):
             super().__init__(auto_prefix=False)
-            self.net = net
+            self.net, self.stages = net, stages
             for _, cell in net.cells_and_names():
                 if isinstance(cell, nn.BatchNorm2d) or type(cell).__name__.startswith("BatchNorm"):
                     cell.use_batch_statistics = False
@@ -297,25 +307,32 @@ def ms_loss_cell(plan: Plan, student, loaded=None):
             return super().add_flags_recursive(**flags)
 
         def construct(self, x):
+            if not self.stages:  # KD alone: the logits are enough (any model)
+                return ops.stop_gradient(self.net(x)), []
             final, feats = self.net.forward_intermediates(x)
             logits = ops.stop_gradient(self.net.forward_head(final))
             return logits, [ops.stop_gradient(f) for f in feats]
 
     pairs = tuple((p.student, p.teacher, p.pool_student, p.pool_teacher) for p in plan.pairs)
+    stages = bool(pairs)
     n_terms = len(plan.term_names)
 
     class DistillLossCell(nn.Cell):
         def __init__(self):
             super().__init__(auto_prefix=False)
             self.student = student
-            self.teacher = FrozenTeacher(teacher)
+            self.stages = stages
+            self.teacher = FrozenTeacher(teacher, stages)
             self.terms = ms.Parameter(ms.Tensor(np.zeros(n_terms, np.float32)), name=TERMS_PARAM, requires_grad=False)
             self.alpha, self.temperature, self.beta = plan.kd_alpha, plan.kd_temperature, plan.at_beta
             self.smoothing, self.mode, self.pairs = plan.label_smoothing, plan.at_mode, pairs
 
         def construct(self, x, y):
-            final, feats = self.student.forward_intermediates(x)
-            logits = self.student.forward_head(final)
+            if self.stages:
+                final, feats = self.student.forward_intermediates(x)
+                logits = self.student.forward_head(final)
+            else:
+                logits, feats = self.student(x), []
             t_logits, t_feats = self.teacher(x)
             kl, ce = LM.kd_terms(logits, t_logits, y, self.temperature, self.smoothing)
             loss = ce * (1.0 - self.alpha) + kl * self.alpha if self.alpha > 0 else ce
@@ -364,9 +381,20 @@ class PtDistiller:
         self.terms = dict.fromkeys(plan.term_names, 0.0)
         self._torch = torch
 
-    @staticmethod
-    def student_forward(model):
+    def student_forward(self, model):
+        """The student as one module (for DDP): (logits, stage outputs), or (logits, []) for KD alone."""
         import torch
+
+        if not self.plan.pairs:
+            class LogitsOnly(torch.nn.Module):
+                def __init__(self, m):
+                    super().__init__()
+                    self.m = m
+
+                def forward(self, x):
+                    return self.m(x), []
+
+            return LogitsOnly(model)
 
         class WithStages(torch.nn.Module):
             def __init__(self, m):
@@ -386,8 +414,11 @@ class PtDistiller:
         logits, feats = wrapped(x)
         self.teacher.eval()
         with torch.no_grad():
-            final, t_feats = self.teacher.forward_intermediates(x)
-            t_logits = self.teacher.forward_head(final)
+            if plan.pairs:
+                final, t_feats = self.teacher.forward_intermediates(x)
+                t_logits = self.teacher.forward_head(final)
+            else:
+                t_logits, t_feats = self.teacher(x), []
         with torch.autocast(x.device.type, enabled=False):  # the terms in float32 (the 1e-12 floor of AT)
             kl, ce = LP.kd_terms(logits, t_logits, y, plan.kd_temperature, plan.label_smoothing)
             loss = ce * (1.0 - plan.kd_alpha) + kl * plan.kd_alpha if plan.kd_alpha > 0 else ce

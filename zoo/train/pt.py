@@ -85,7 +85,7 @@ class PyTorchBackend:
             plan = distill.make_plan(cfg)
             distill.announce(plan, cfg, self.rank)
             self.distiller = distill.PtDistiller(plan, self.device)
-            self.wrapped = distill.PtDistiller.student_forward(self.model)
+            self.wrapped = self.distiller.student_forward(self.model)
         if self.ddp:
             from torch.nn.parallel import DistributedDataParallel
 
