@@ -158,8 +158,17 @@ def test_parameter_count(name):
     e = registry.get(name)
     with torch.device("meta"):
         n = sum(p.numel() for p in _cls(e, "pt")(**e.kwargs, num_classes=e.num_classes).parameters())
+    # torchvision's ResNet-18 / ResNet-34 counts (11,689,512 / 21,797,672) less what these networks lack
+    bn_channels_18 = 64 + 4 * (64 + 128 + 256 + 512) + (128 + 256 + 512)  # every BatchNorm of torchvision's ResNet-18
+    derived = {
+        "wrn_28_10": None,
+        "at_resnet34": 21_797_672 - 2 * (128 + 256 + 512),  # no BatchNorm on the projection shortcuts
+        "at_resnet18_folded": 11_689_512 - 2 * bn_channels_18 + (64 + 4 * (64 + 128 + 256 + 512)),  # BN -> conv biases
+    }
     if name == "wrn_28_10":
         assert round(n / 1e6, 1) == 36.5  # the WRN paper's WRN-28-10 (Zagoruyko & Komodakis, 2016)
+    elif name in derived:
+        assert e.published.params is None and n == derived[name]
     else:
         assert n == e.published.params
 

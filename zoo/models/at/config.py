@@ -112,8 +112,8 @@ register(ModelEntry(
 register(ModelEntry(
     name="at_resnet34", family="at", cls="ResNet", kwargs=dict(layers=RESNET_LAYERS[34]), preprocess=_IMAGENET_EVAL,
     layouts=("reference", "reference-teacher"), infer_kwargs=infer_layers, **_RESNET_TEST,
-    published=Published(21_795_880, source=_AT + " (imagenet.py student with ResNet-34's [3, 4, 6, 3] blocks; "
-                                                  "define_student(34) builds [3, 4, 6, 5], which the weights select)"),
+    published=Published(source=_AT + " (imagenet.py student with ResNet-34's [3, 4, 6, 3] blocks; define_student(34) "
+                                      "builds [3, 4, 6, 5], which the weights select; nothing published)"),
     description="ImageNet ResNet-34 student (imagenet.py blocks; [3,4,6,3], or the reference's [3,4,6,5] from its file)"))
 register(ModelEntry(
     name="at_resnet34_folded", family="at", cls="FoldedResNet",
@@ -127,7 +127,7 @@ register(ModelEntry(
     name="at_resnet18_folded", family="at", cls="FoldedResNet",
     kwargs=dict(layers=RESNET_LAYERS[18], dim_bias=False), preprocess=_IMAGENET_EVAL,
     layouts=("functional-zoo", "reference-teacher"), infer_kwargs=infer_folded, **_RESNET_TEST,
-    published=Published(11_683_816, top1=100 - 30.43, top5=100 - 10.76,
+    published=Published(top1=100 - 30.43, top5=100 - 10.76,
                         source=_FZ + " (resnet-18-export, fb.resnet.torch ResNet-18: 30.43/10.76 error; the "
                                      "attention-transfer README rounds it to 30.4/10.8)"),
     description="ResNet-18 with BatchNorm folded into conv biases (functional-zoo resnet-18-export)"))
