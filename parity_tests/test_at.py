@@ -122,7 +122,8 @@ def _variant_cases():
     return [(n, (3, 224, 224) if n in FULL_SIZE else (3, 32, 32), 1) for n in NAMES]
 
 
-@pytest.mark.parametrize("name,size,batch", _variant_cases(), ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+@pytest.mark.parametrize("name,size,batch", _variant_cases(),
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
 def test_logits_and_group_outputs(name, size, batch):
     """The logits and every group output (the attention points), PYNATIVE and GRAPH, and the round trip."""
     e = registry.get(name)
@@ -340,7 +341,10 @@ def ref_folded(x, p, base="", dim_bias=False):
             o = F.relu(conv(xin, b + "0", stride if i == 0 else 1, 1))
             o = conv(o, b + "1", 1, 1)
             if i == 0 and stride != 1:
-                o = o + (conv(xin, b + "_dim", stride) if dim_bias else F.conv2d(xin, p[b + "_dim.weight"], stride=stride))
+                if dim_bias:
+                    o = o + conv(xin, b + "_dim", stride)
+                else:
+                    o = o + F.conv2d(xin, p[b + "_dim.weight"], stride=stride)
             else:
                 o = o + xin
             o = F.relu(o)
@@ -537,7 +541,8 @@ _AT_EXPORT = ["affine0.a 64", "affine0.b 64", "affine_last.a 512", "affine_last.
                                    "conv0 64,64,3,3", "conv1 64,64,3,3")] + [
     line for g, (ci, co) in enumerate(((64, 128), (128, 256), (256, 512)), 1) for line in (
         f"group{g}.block0.affine0.a {ci}", f"group{g}.block0.affine0.b {ci}", f"group{g}.block0.affine1.a {co}",
-        f"group{g}.block0.affine1.b {co}", f"group{g}.block0.conv0 {co},{ci},3,3", f"group{g}.block0.conv1 {co},{co},3,3",
+        f"group{g}.block0.affine1.b {co}", f"group{g}.block0.conv0 {co},{ci},3,3",
+        f"group{g}.block0.conv1 {co},{co},3,3",
         f"group{g}.block0.conv_dim {co},{ci},1,1", f"group{g}.block1.affine0.a {co}", f"group{g}.block1.affine0.b {co}",
         f"group{g}.block1.affine1.a {co}", f"group{g}.block1.affine1.b {co}", f"group{g}.block1.conv0 {co},{co},3,3",
         f"group{g}.block1.conv1 {co},{co},3,3")]
@@ -642,7 +647,8 @@ def _loss_parity(kind, a, b, c, **kw):
         args = (ms.Tensor(a), ms.Tensor(b), ms.Tensor(c))
         v = float(cell(*args).asnumpy())
         g = _GradCell(cell)(*args).asnumpy().astype(np.float64)
-        out[label] = (abs(v - float(want.detach())) / abs(float(want.detach())), np.linalg.norm(g - gw) / np.linalg.norm(gw))
+        w = float(want.detach())
+        out[label] = (abs(v - w) / abs(w), np.linalg.norm(g - gw) / np.linalg.norm(gw))
     ms.set_context(mode=ms.PYNATIVE_MODE)
     return float(want.detach()), out
 

@@ -200,7 +200,8 @@ def test_msrun_two_workers_with_a_teacher(data, teacher, tmp_path):
            "--ckpt_save_dir", out, "--epoch_size", "1", "--ckpt_save_all_ranks", "true", "--val_while_train", "false"]
     env = dict(ENV, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
-    worker0 = open(os.path.join(logs, "worker_0.log")).read() if os.path.exists(os.path.join(logs, "worker_0.log")) else ""
+    log0 = os.path.join(logs, "worker_0.log")
+    worker0 = open(log0).read() if os.path.exists(log0) else ""
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:] + worker0[-3000:]
     assert "ranks 2, batch 8 per rank, global batch 16" in worker0 and "distillation: teacher wrn_16_2" in worker0
     a, b = _student(os.path.join(out, "last.ckpt")), _student(os.path.join(out, "rank1", "last.ckpt"))

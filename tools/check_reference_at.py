@@ -279,7 +279,8 @@ def check_losses(utils, g_s, g_t, y_s, y_t, labels) -> bool:
         def construct(self, a, b, c):
             return LM.kd_loss(a, b, c, 4.0, self.alpha)
 
-    cases = [(f"at_loss group{i}", utils.at_loss, LP.at_loss, AtCell(), (s, t)) for i, (s, t) in enumerate(zip(g_s, g_t))]
+    cases = [(f"at_loss group{i}", utils.at_loss, LP.at_loss, AtCell(), (s, t))
+             for i, (s, t) in enumerate(zip(g_s, g_t))]
     for alpha in (0.0, 0.9):
         cases.append((f"distillation T=4 alpha={alpha}",
                       lambda a, b, c, al=alpha: utils.distillation(a, b, c, 4.0, al),
@@ -363,7 +364,8 @@ def check_at(repo: str, names, functional_zoo=None) -> bool:
         ok &= _row(f"imagenet.define_student({depth}, 1)", "reference",
                    twin_errors(name, src, x224, [y.numpy()] + [g.numpy() for g in gs], tmp), note)
         student_run = (f, params)
-    for name, blocks, dim_bias in (("at_resnet34_folded", (3, 4, 6, 3), True), ("at_resnet18_folded", (2, 2, 2, 2), False)):
+    for name, blocks, dim_bias in (("at_resnet34_folded", (3, 4, 6, 3), True),
+                                   ("at_resnet18_folded", (2, 2, 2, 2), False)):
         if name not in names:
             continue
         flat = folded_params(blocks, dim_bias, 3)
@@ -375,7 +377,8 @@ def check_at(repo: str, names, functional_zoo=None) -> bool:
             y, gs = f_t(xt, p_t)
         want = [y.numpy()] + [g.numpy() for g in gs]
         ok &= _row(f"imagenet.define_teacher({os.path.basename(export)})", "functional-zoo",
-                   twin_errors(name, export, x224, want, tmp), "conv_dim.bias ignored, as imagenet.py" if dim_bias else "")
+                   twin_errors(name, export, x224, want, tmp),
+                   "conv_dim.bias ignored, as imagenet.py" if dim_bias else "")
         if name == "at_resnet34_folded" and student_run is not None:
             # imagenet.py main(): student.* and teacher.* in one model.pt7
             params = {"student." + k: v for k, v in student_run[1].items()}
@@ -400,13 +403,15 @@ def check_at(repo: str, names, functional_zoo=None) -> bool:
         randomize_(m, 4)
         flat = {}
         for k, v in m.state_dict().items():  # the notebook's names: bare convs, affine .a/.b
-            flat[k[:-len(".weight")] if k.endswith(".weight") and k.split(".")[-2].startswith("conv") else k] = v.clone()
+            bare = k.endswith(".weight") and k.split(".")[-2].startswith("conv")
+            flat[k[:-len(".weight")] if bare else k] = v.clone()
         export = os.path.join(tmp, "resnet-18-at-export.pth")
         torch.save(flat, export)
         with torch.no_grad():
             y = notebook_function(nb)(flat)(xt, flat)
         ok &= _row("resnet-18-at-export.ipynb define_model", "functional-zoo",
-                   twin_errors("at_resnet18_preact", export, x224, [y.numpy()], tmp), "logits only (the notebook returns no groups)")
+                   twin_errors("at_resnet18_preact", export, x224, [y.numpy()], tmp),
+                   "logits only (the notebook returns no groups)")
     elif "at_resnet18_preact" in names:
         print("at_resnet18_preact: skipped (give --functional-zoo for its notebook's define_model)")
 

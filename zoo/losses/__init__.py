@@ -26,5 +26,6 @@ MODES = ("code", "paper")
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise ValueError(f"at mode must be 'code' (attention-transfer's utils.at_loss) or 'paper' (Eq. 2), got {mode!r}")
+        raise ValueError(f"at mode must be 'code' (attention-transfer's utils.at_loss) or 'paper' (Eq. 2), "
+                         f"got {mode!r}")
     return mode

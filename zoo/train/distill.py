@@ -53,13 +53,15 @@ def is_distilling(cfg) -> bool:
 def check(cfg) -> None:
     """The distillation keys, checked before anything is built (a teacher without a checkpoint is an error)."""
     if not 0.0 <= cfg.kd_alpha <= 1.0:
-        raise ConfigError(f"kd_alpha: must be in [0, 1] (the KD term's weight; CE gets 1 - kd_alpha), got {cfg.kd_alpha}")
+        raise ConfigError(f"kd_alpha: must be in [0, 1] (the KD term's weight; CE gets 1 - kd_alpha), "
+                          f"got {cfg.kd_alpha}")
     if cfg.kd_temperature <= 0:
         raise ConfigError(f"kd_temperature: must be positive, got {cfg.kd_temperature}")
     if cfg.at_beta < 0:
         raise ConfigError(f"at_beta: must be at least 0, got {cfg.at_beta}")
     if cfg.fresh_optimizer_at_milestones and cfg.opt.lower() not in ("sgd", "momentum", "nesterov"):
-        raise ConfigError(f"fresh_optimizer_at_milestones: resets SGD momentum (the reference's quirk); opt is {cfg.opt}")
+        raise ConfigError(f"fresh_optimizer_at_milestones: resets SGD momentum (the reference's quirk); "
+                          f"opt is {cfg.opt}")
     for key in ("teacher_kwargs", "at_groups"):  # structured values given on the command line arrive as text
         value = getattr(cfg, key)
         if isinstance(value, str):
@@ -193,8 +195,8 @@ def make_plan(cfg, loaded_teacher=None) -> Plan:
     t_kwargs = {**(cfg.teacher_kwargs or {}), **loaded.kwargs}
     t_classes = int(loaded.kwargs.get("num_classes", t_entry.num_classes))
     if cfg.kd_alpha > 0 and t_classes != cfg.num_classes:
-        raise ConfigError(f"kd_alpha: KD compares the class scores, but the teacher {cfg.teacher_model} has {t_classes} "
-                          f"classes and the student {cfg.num_classes}")
+        raise ConfigError(f"kd_alpha: KD compares the class scores, but the teacher {cfg.teacher_model} has "
+                          f"{t_classes} classes and the student {cfg.num_classes}")
     with torch.device("meta"):
         teacher = _model_class(t_entry, "pt")(**build_kwargs(t_entry, **t_kwargs))
         student = _model_class(s_entry, "pt")(**build_kwargs(s_entry, num_classes=cfg.num_classes,

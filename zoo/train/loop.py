@@ -164,7 +164,8 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0 and not os.path.exists(result_path):
         with open(result_path, "w") as f:
             f.write("\t".join(["epoch", "train_loss"] + term_cols + ["val_top1", "val_top5", "val_loss", "lr",
-                                                                     "train_time_s", "eval_time_s", "img_per_s"]) + "\n")
+                                                                     "train_time_s", "eval_time_s", "img_per_s"])
+                    + "\n")
 
     def position(epoch, step):  # plain Python numbers (a .pth is read back with weights_only=True)
         return {"epoch": int(epoch), "step": int(step), "global_step": int(epoch * steps + step),
@@ -260,7 +261,8 @@ def train(cfg: TrainConfig) -> dict:
             history["epochs"].append({"epoch": epoch + 1, "train_loss": train_loss, **terms, "lr": lr_now, **metrics})
             _write_json(history_path, history)
             with open(result_path, "a") as f:
-                f.write(f"{epoch + 1}\t{train_loss:.4f}\t" + "".join(f"{terms.get(c, float('nan')):.4g}\t" for c in term_cols)
+                f.write(f"{epoch + 1}\t{train_loss:.4f}\t"
+                        + "".join(f"{terms.get(c, float('nan')):.4g}\t" for c in term_cols)
                         + f"{_m(metrics, 'top1')}\t{_m(metrics, 'top5')}\t"
                         f"{_m(metrics, 'loss', 4)}\t{lr_now:.6g}\t{train_time:.1f}\t{eval_time:.1f}\t"
                         f"{ran * world / max(train_time, 1e-9):.1f}\n")

@@ -114,7 +114,8 @@ register(ModelEntry(
     layouts=("reference", "reference-teacher"), infer_kwargs=infer_layers, **_RESNET_TEST,
     published=Published(source=_AT + " (imagenet.py student with ResNet-34's [3, 4, 6, 3] blocks; define_student(34) "
                                       "builds [3, 4, 6, 5], which the weights select; nothing published)"),
-    description="ImageNet ResNet-34 student (imagenet.py blocks; [3,4,6,3], or the reference's [3,4,6,5] from its file)"))
+    description="ImageNet ResNet-34 student (imagenet.py blocks; [3,4,6,3], or the reference's [3,4,6,5] from its "
+                "file)"))
 register(ModelEntry(
     name="at_resnet34_folded", family="at", cls="FoldedResNet",
     kwargs=dict(layers=RESNET_LAYERS[34], dim_bias=True), preprocess=_IMAGENET_EVAL,

@@ -92,7 +92,8 @@ def export_reference(entry, state):
     The optimizer entry is a fresh SGD over the trainable tensors (all but the running statistics), with the
     script's default hyperparameters, so that ``--resume`` accepts the file; ``epoch`` is 0."""
     if entry.cls in ("FoldedResNet", "AffineResNet"):
-        raise ConversionError(f"{entry.name} is not a network the reference trains; write it with --to-layout functional-zoo")
+        raise ConversionError(f"{entry.name} is not a network the reference trains; write it with "
+                              "--to-layout functional-zoo")
     params = _reference_params(entry, state)
     trainable = sum(1 for k in params if not k.endswith(("running_mean", "running_var")))
     return {"params": params, "optimizer": _fresh_sgd_state(trainable, entry.cls), "epoch": 0}
