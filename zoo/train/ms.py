@@ -56,7 +56,13 @@ class MindSporeBackend:
             cfg.device_target = ms.get_context("device_target")
         check_device(cfg)
         ms.set_context(mode=cfg.mode)
-        ms.set_device(cfg.device_target)
+        try:
+            ms.set_device(cfg.device_target)
+        except RuntimeError:  # MindSpore already ran a kernel in this process (e.g. zoo parity --train-steps)
+            if ms.get_context("device_target") != cfg.device_target:
+                current = ms.get_context("device_target")
+                raise TrainingError(f"device_target: this process already runs MindSpore on {current}; it cannot "
+                                    f"switch to {cfg.device_target}") from None
         self.rank, self.world = 0, 1
         if cfg.distribute or launched_by_msrun():
             from mindspore.communication import get_group_size, get_rank, init
