@@ -247,25 +247,32 @@ def test_mindcv_runner_refuses_a_distillation_recipe(capsys):
     assert "distils from a teacher" in capsys.readouterr().err
 
 
-def test_kd_from_a_teacher_of_another_family(tmp_path):
-    """KD needs only logits: a Triplet Attention teacher distils into the AT family's WRN on both frameworks
-    (AT needs both models' stage outputs: forward_intermediates)."""
+@pytest.mark.parametrize("teacher_model,at", [("triplet_resnet18_cifar", None), ("vit_32", "[[1, 0], [2, 8]]")])
+def test_a_teacher_of_another_family(teacher_model, at, tmp_path):
+    """Any family distils into the AT family's WRN on both frameworks: KD from a Triplet Attention ResNet (logits
+    alone), AT + KD from a small-data ViT (its token maps, 8x8, matched to the student's 16x16 and 8x8 groups by
+    pooling the student's larger map)."""
     from zoo.train.loop import build_schedule
     from zoo.train.ms import MindSporeBackend
     from zoo.train.pt import PyTorchBackend
 
-    path = str(tmp_path / "ta.pth")
+    path = str(tmp_path / "teacher.pth")
     torch.manual_seed(0)
-    torch.save(zoo.create_model("triplet_resnet18_cifar", "pt", num_classes=4).state_dict(), path)
+    torch.save(zoo.create_model(teacher_model, "pt", num_classes=4).state_dict(), path)
+    over = dict(teacher_model=teacher_model, at_beta=1000 if at else 0, **({"at_groups": at} if at else {}))
     terms = {}
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((8, 3, 32, 32)).astype(np.float32), rng.integers(0, 4, 8).astype(np.int32)
     for fw, backend in (("pt", PyTorchBackend), ("ms", MindSporeBackend)):
-        cfg = _cfg(path, tmp_path, teacher_model="triplet_resnet18_cifar", at_beta=0, framework=fw)
+        cfg = _cfg(path, tmp_path, framework=fw, **over)
         b = backend(cfg)
         b.build(build_schedule(cfg, 1))
         b.set_train(True)
         b.train_step(x, y, 0.05)
         terms[fw] = b.loss_terms()
-    assert set(terms["ms"]) == set(terms["pt"]) == {"loss", "ce", "kd"}
+    want = {"loss", "ce", "kd"} | ({"at1", "at2"} if at else set())
+    assert set(terms["ms"]) == set(terms["pt"]) == want
     assert all(np.isfinite(v) and v > 0 for t in terms.values() for v in t.values())
+    if at:
+        plan = distill.make_plan(_cfg(path, tmp_path, **over))
+        assert [(p.pool_student, p.pool_teacher) for p in plan.pairs] == [((8, 8), None), (None, None)]

@@ -130,7 +130,8 @@ def _candidates(entry, ckpt: Checkpoint, layout: str, spec_for):
     """(layout name, tensors in zoo PyTorch names) for each way the checkpoint could be read."""
     if layout in ("auto", "zoo"):
         yield "zoo", ckpt.tensors
-        ms_to_pt = spec_for(ckpt.tensors).ms_to_pt
+        spec_ = spec_for(ckpt.tensors)
+        ms_to_pt = spec_.ms_to_pt
         if any(k in ms_to_pt and ms_to_pt[k] != k for k in ckpt.tensors):
             yield "zoo (MindSpore names)", _expand_aliases(
                 OrderedDict((ms_to_pt.get(k, k), v) for k, v in ckpt.tensors.items()), spec_)
