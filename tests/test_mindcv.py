@@ -110,7 +110,9 @@ def test_zoo_only_keys_are_few_and_documented():
     doc = open(os.path.join(ROOT, "docs", "training.md")).read()
     section = doc.split("## Zoo-only keys", 1)[1].split("\n## ", 1)[0]
     assert [k for k in ZOO_ONLY if f"`{k}`" not in section] == [], "docs/training.md lists every zoo-only key"
-    assert len(ZOO_ONLY) <= 10
+    from zoo.train.distill import KEYS as DISTILLATION  # a capability mindcv lacks (docs/distillation.md)
+
+    assert len([k for k in ZOO_ONLY if k not in DISTILLATION]) <= 10
 
 
 @needs_checkout

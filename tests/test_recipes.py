@@ -47,8 +47,15 @@ def test_smoke_recipe_trains(recipe, tmp_path):
     cfg = load_config(recipe)
     _skip_unregistered_gmm(recipe, cfg)
     data = make_image_folder(str(tmp_path / "data"), classes=cfg.num_classes, per_class=4, size=cfg.image_resize)
+    extra = []
+    if cfg.teacher_model:  # a distillation recipe: its teacher's weights come from the command line
+        import torch
+
+        teacher = str(tmp_path / "teacher.pth")
+        torch.save(zoo.create_model(cfg.teacher_model, "pt", num_classes=cfg.num_classes).state_dict(), teacher)
+        extra = ["--teacher_ckpt_path", teacher]
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", recipe, "--data_dir", data,
-                        "--ckpt_save_dir", str(tmp_path / "out"), "--epoch_size", "1"],
+                        "--ckpt_save_dir", str(tmp_path / "out"), "--epoch_size", "1", *extra],
                        capture_output=True, text=True, timeout=900, env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "finished:" in r.stdout and os.path.isfile(tmp_path / "out" / "last.ckpt")

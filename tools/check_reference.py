@@ -10,6 +10,7 @@ into the PyTorch twin), and compares every output with the reference model's, in
     python tools/check_reference.py van --repo /path/to/VAN-Classification
     python tools/check_reference.py halonet --repo /path/to/pytorch-image-models [--mindcv /path/to/mindcv]
     python tools/check_reference.py gmm --repo /path/to/Gaussian-Mixture-Mask-Attention --deps /tmp/gmm_ref_deps
+    python tools/check_reference.py at --repo /path/to/attention-transfer [--functional-zoo /path/to/functional-zoo]
 
 ``gmm``: the repo's own ``models.create_model`` (main.py's arguments: ``--sd 0.1``, ``--num_kernals 5``,
 ``--is_GMM``) builds every README model and ``cait`` at 32 px (10 classes) and 64 px (200 classes); one AdamW step
@@ -17,6 +18,8 @@ with the repo's scheduler, then ``checkpoint.pth`` as main.py saves it and the b
 through ``zoo convert`` into both twins, and the converted file back to ``.pth`` loads strictly into the
 reference's model. einops (which the models import) comes from ``--deps``, a directory you install it into
 outside the project; timm is stubbed when it does not import.
+
+``at``: the reference's functions with their params dicts (tools/check_reference_at.py).
 
 ``halonet``: timm's own model code (a checkout, or the directory holding an installed ``timm``;
 torchvision is stubbed when it does not import, as next to the CPU torch build) builds each variant;
@@ -694,7 +697,9 @@ def _load_pt(name, weights):
     return model.eval()
 
 
-FAMILIES = {"triplet": TRIPLET, "van": VAN, "halonet": HALONET, "gmm": GMM}
+import check_reference_at  # noqa: E402  (tools/check_reference_at.py: the at family)
+
+FAMILIES = {"triplet": TRIPLET, "van": VAN, "halonet": HALONET, "gmm": GMM, "at": check_reference_at.MODELS}
 
 
 def main(argv=None) -> int:
@@ -708,6 +713,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-mindcv", action="store_true", help="halonet: skip mindcv's halonet_50t")
     p.add_argument("--deps", help="gmm: a directory with einops (installed there, outside the project, e.g. "
                    "`pip install --target DIR einops==0.7.0`), put on the import path for the reference's models")
+    p.add_argument("--functional-zoo", help="at: a functional-zoo checkout (its notebooks define the exported "
+                   "ImageNet networks; without it those rows are skipped)")
     args = p.parse_args(argv)
     if args.deps is not None:
         if not os.path.isdir(args.deps):
@@ -728,6 +735,8 @@ def main(argv=None) -> int:
         ok = check_van(args.repo, names, args.size)
     elif args.family == "gmm":
         ok = check_gmm(args.repo, names)
+    elif args.family == "at":
+        ok = check_reference_at.check_at(args.repo, names, args.functional_zoo)
     else:
         ok = check_halonet_timm(args.repo, names)
         if not args.no_mindcv:

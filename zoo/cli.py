@@ -71,7 +71,8 @@ def cmd_convert(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        loaded = convert_file(args.model, args.src, args.dst, to=args.to, layout=args.layout, force=args.force)
+        loaded = convert_file(args.model, args.src, args.dst, to=args.to, layout=args.layout, force=args.force,
+                              to_layout=args.to_layout)
     except (ConversionError, KeyError) as err:
         print(f"zoo convert: error: {err.args[0] if err.args else err}", file=sys.stderr)
         print(f"zoo convert: nothing was written to {args.dst}", file=sys.stderr)
@@ -80,8 +81,9 @@ def cmd_convert(args) -> int:
         print(f"note: {note}")
     to = args.to or ("ms" if args.dst.lower().endswith(".ckpt") else "pt")
     n = sum(1 for k in loaded.state if not k.endswith("num_batches_tracked"))
+    names = f"{args.to_layout} layout" if args.to_layout else f"{'MindSpore' if to == 'ms' else 'PyTorch'} names"
     print(f"converted {args.src} ({loaded.layout} layout) -> {args.dst} "
-          f"({'MindSpore' if to == 'ms' else 'PyTorch'} names, {n} tensors) in {time.perf_counter() - t0:.1f}s")
+          f"({names}, {n} tensors) in {time.perf_counter() - t0:.1f}s")
     return EXIT_OK
 
 
@@ -138,7 +140,8 @@ def cmd_parity(args) -> int:
                 print(f"{n}: {args.train_steps} steps of {o or args.recipe} on each framework ...", file=sys.stderr,
                       flush=True)
                 results.append(train_parity(n, args.train_steps, o or "momentum", recipe=args.recipe,
-                                            input_size=_parse_size(args.input_size), batch=args.batch))
+                                            input_size=_parse_size(args.input_size), batch=args.batch,
+                                            teacher=args.teacher))
         print(format_table(results))
         return EXIT_FAIL if any(r.error for r in results) else EXIT_OK
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -247,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=("ms", "pt"), help="target framework (default: from DST's suffix)")
     s.add_argument("--layout", default="auto",
                    help="source layout: auto (default), zoo, or one the model's family lists in `zoo list`")
+    s.add_argument("--to-layout", metavar="LAYOUT",
+                   help="write DST (a PyTorch file) in an external layout of the model's family instead of the zoo's "
+                   "names, e.g. 'reference' (attention-transfer's model.pt7) or 'functional-zoo'")
     s.add_argument("--force", action="store_true", help="overwrite DST if it exists")
     s.set_defaults(func=cmd_convert)
 
@@ -268,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--opt", default="momentum,adamw", help="with --train-steps: momentum, adamw (default both)")
     s.add_argument("--recipe", help="with --train-steps: take the optimizer and schedule from this recipe")
     s.add_argument("--batch", type=int, default=4, help="with --train-steps: batch size (default 4)")
+    s.add_argument("--teacher", metavar="MODEL", help="with --train-steps: distil from this model (generic weights; "
+                   "the reference's AT beta 1000 + KD alpha 0.9, T 4) and compare every loss term too")
     s.set_defaults(func=cmd_parity)
 
     s = sub.add_parser("train", help="train from a YAML recipe, MindSpore or PyTorch (see `zoo train -h`)", add_help=False)

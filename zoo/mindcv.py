@@ -185,6 +185,16 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         print(f"zoo.mindcv: name mindcv's script to run ({', '.join(SCRIPTS)}) and its arguments\nusage:\n{USAGE}",
               file=sys.stderr)
         return 2
+    _, recipe = _config_path(argv[1:])
+    if recipe and os.path.isfile(recipe):  # leaving the teacher keys out would train without the teacher
+        import yaml
+
+        with open(recipe) as f:
+            data = yaml.safe_load(f)
+        if isinstance(data, dict) and data.get("teacher_model"):
+            print(f"zoo.mindcv: error: {recipe} distils from a teacher (teacher_model); mindcv's scripts have no "
+                  "distillation: train it with tools/train.py (docs/distillation.md)", file=sys.stderr)
+            return 2
     try:
         script = find_script(argv[0], mindcv_dir)
     except ScriptNotFound as err:

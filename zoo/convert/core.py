@@ -126,10 +126,11 @@ class Loaded:
     keep_init: Tuple[str, ...] = ()  # parameters the model keeps from its initialisation (a dropped head)
 
 
-def _candidates(entry, ckpt: Checkpoint, layout: str, spec_: Spec):
+def _candidates(entry, ckpt: Checkpoint, layout: str, spec_for):
     """(layout name, tensors in zoo PyTorch names) for each way the checkpoint could be read."""
     if layout in ("auto", "zoo"):
         yield "zoo", ckpt.tensors
+        spec_ = spec_for(ckpt.tensors)
         ms_to_pt = spec_.ms_to_pt
         if any(k in ms_to_pt and ms_to_pt[k] != k for k in ckpt.tensors):
             yield "zoo (MindSpore names)", _expand_aliases(
@@ -170,9 +171,15 @@ def load_state(model: str, source, layout: str = "auto", num_classes: Optional[i
     ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
     notes = list(ckpt.notes)
     base = spec(entry, **kwargs)
+
+    def spec_for(tensors):  # architecture arguments the weights determine can change the names (block counts)
+        inferred = {k: v for k, v in (entry.infer_kwargs(tensors) if entry.infer_kwargs else {}).items()
+                    if k not in kwargs and v != entry.kwargs.get(k)}
+        return spec(entry, **{**kwargs, **inferred}) if inferred else base
+
     tried = []
-    for name, tensors in _candidates(entry, ckpt, layout, base):
-        mm = compare(tensors, base.shapes, check_shapes=False)
+    for name, tensors in _candidates(entry, ckpt, layout, spec_for):
+        mm = compare(tensors, spec_for(tensors).shapes, check_shapes=False)
         tried.append((name, tensors, mm))
         if not mm:
             break
@@ -329,12 +336,16 @@ def target_framework(dst: str, to: Optional[str]) -> str:
 
 
 def convert_file(model: str, src: str, dst: str, to: Optional[str] = None, layout: str = "auto",
-                 force: bool = False, **kwargs) -> Loaded:
+                 force: bool = False, to_layout: Optional[str] = None, **kwargs) -> Loaded:
     """Convert ``src`` (any supported format and layout) into ``dst`` for ``to`` ('ms' or 'pt').
 
     Checks the destination before reading anything, verifies that the result fills every parameter
     of the target twin, and writes atomically. Returns what was loaded (notes included).
+    ``to_layout`` writes an external layout of the model's family instead (a PyTorch file the reference
+    code loads, e.g. attention-transfer's ``model.pt7``).
     """
+    if to_layout is not None:
+        return _export_file(model, src, dst, to_layout, layout, force, **kwargs)
     framework = target_framework(dst, to)
     check_destination(dst, force)
     if os.path.abspath(src) == os.path.abspath(dst):
@@ -349,4 +360,31 @@ def convert_file(model: str, src: str, dst: str, to: Optional[str] = None, layou
     else:
         out = loaded.state
     write_checkpoint(out, dst, framework, force=force, metadata={"model": model})
+    return loaded
+
+
+def _export_file(model: str, src: str, dst: str, to_layout: str, layout: str, force: bool, **kwargs) -> Loaded:
+    from zoo.convert.io import TORCH_SUFFIXES
+    from zoo.convert.layouts import get_exporter
+    from zoo.files import atomic_write
+
+    entry = registry.get(model)
+    export = get_exporter(entry.family, to_layout)
+    if not dst.lower().endswith(TORCH_SUFFIXES):
+        raise ConversionError(f"{dst}: layout {to_layout!r} is a PyTorch file; give a {', '.join(TORCH_SUFFIXES)} name")
+    check_destination(dst, force)
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ConversionError("the source and the destination are the same file")
+    loaded = load_state(model, src, layout=layout, **kwargs)
+    obj = export(entry, loaded.state)
+
+    def write(tmp):
+        import torch
+        torch.save(obj, tmp)
+
+    try:
+        atomic_write(dst, write)
+    except OSError as err:
+        raise ConversionError(f"{dst}: writing failed ({err}); nothing was written") from None
+    loaded.layout = f"{loaded.layout} -> {to_layout}"
     return loaded

@@ -21,10 +21,10 @@ import numpy as np
 from zoo.errors import ConversionError  # noqa: E402,F401  (re-exported: zoo.convert.ConversionError)
 
 
-TORCH_SUFFIXES = (".pth.tar", ".pth", ".pt", ".bin", ".tar")
+TORCH_SUFFIXES = (".pth.tar", ".pth", ".pt", ".pt7", ".bin", ".tar")  # .pt7: attention-transfer's model.pt7
 MS_SUFFIXES = (".ckpt",)
 SAFETENSORS_SUFFIXES = (".safetensors",)
-SUPPORTED = ".pth, .pth.tar, .pt, .bin, .safetensors, .ckpt"
+SUPPORTED = ".pth, .pth.tar, .pt, .pt7, .bin, .safetensors, .ckpt"
 
 # Wrapper keys that hold the weights, in the order they are tried (timm, the TA and VAN training
 # scripts: state_dict; AT: params; the GMM repo's main.py: model_state_dict; others: model / module / net).
@@ -131,9 +131,14 @@ def _flatten_weights(obj, path: str, notes: List[str]):
         for key in WEIGHT_KEYS:
             if is_weights(obj.get(key)):
                 others = [k for k in obj if k != key]
+                weights = obj[key]
+                if key == "params" and is_weights(obj.get("stats")):  # attention-transfer before May 2018
+                    weights = {**weights, **obj["stats"]}
+                    others.remove("stats")
+                    notes.append("merged the 'stats' entry (BatchNorm running statistics) into the weights")
                 notes.append(f"took the weights from the '{key}' entry" +
                              (f"; ignored {', '.join(map(str, others))}" if others else ""))
-                obj = obj[key]
+                obj = weights
                 break
         else:
             # a dict that mixes tensors with scalars (e.g. timm's 'version'); keep the tensors

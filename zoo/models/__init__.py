@@ -6,7 +6,7 @@ layouts, ``layouts.py`` (loaded by ``zoo.convert.layouts`` when a layout of that
 """
 import importlib
 
-FAMILIES = ("triplet", "van", "halonet", "gmm")
+FAMILIES = ("triplet", "van", "halonet", "gmm", "at")
 
 for _family in FAMILIES:
     importlib.import_module(f"zoo.models.{_family}.config")

@@ -157,3 +157,10 @@ def fan_out_normal_(param: ms.Parameter, groups: int = 1) -> None:
     out = param.shape[0]
     fan_out = out * int(np.prod(param.shape[2:])) // groups
     normal_(param, 0.0, math.sqrt(2.0 / fan_out))
+
+
+def uniform_(param: ms.Parameter, a: float = 0.0, b: float = 1.0) -> None:
+    """``torch.nn.init.uniform_(t, a, b)``: uniform in [a, b) (MindSpore's ``Uniform(s)`` draws from [-s, s])."""
+    half = (b - a) / 2.0
+    _fill(param, msinit.Uniform(half))
+    param.set_data(param.value() + (a + half))

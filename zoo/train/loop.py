@@ -114,7 +114,9 @@ def train(cfg: TrainConfig) -> dict:
     import zoo
     from zoo.data.ms import batches, create_loader
     from zoo.data.sources import open_dataset
+    from zoo.train import distill
 
+    distill.check(cfg)  # a teacher without weights, or weights out of range: before anything starts
     backend = make_backend(cfg)
     rank, world = backend.rank, backend.world
     setup_logging(cfg, rank)
@@ -157,9 +159,13 @@ def train(cfg: TrainConfig) -> dict:
              world, cfg.batch_size, cfg.global_batch(world), steps, cfg.epoch_size, backend.describe())
 
     result_path = os.path.join(cfg.ckpt_save_dir, "result.log")
+    meter = distill.TermMeter(backend)  # each loss term of a distillation (none otherwise)
+    term_cols = [f"train_{k}" for k in (backend.loss_terms() or {}) if k != "loss"]
     if rank == 0 and not os.path.exists(result_path):
         with open(result_path, "w") as f:
-            f.write("epoch\ttrain_loss\tval_top1\tval_top5\tval_loss\tlr\ttrain_time_s\teval_time_s\timg_per_s\n")
+            f.write("\t".join(["epoch", "train_loss"] + term_cols + ["val_top1", "val_top5", "val_loss", "lr",
+                                                                     "train_time_s", "eval_time_s", "img_per_s"])
+                    + "\n")
 
     def position(epoch, step):  # plain Python numbers (a .pth is read back with weights_only=True)
         return {"epoch": int(epoch), "step": int(step), "global_step": int(epoch * steps + step),
@@ -198,6 +204,7 @@ def train(cfg: TrainConfig) -> dict:
             with open(os.path.join(cfg.ckpt_save_dir, f"samples_rank{rank}.txt"), "a") as f:
                 f.write(f"epoch {epoch + 1} from step {skip}: " + " ".join(map(str, indices.tolist())) + "\n")
         backend.set_train(True)
+        distill.at_epoch_start(backend, cfg, epoch, skip)
         t_epoch = t_int = time.perf_counter()
         losses, seen_int = [], 0
         for i, (x, y) in enumerate(batches(loader), start=skip):
@@ -212,20 +219,23 @@ def train(cfg: TrainConfig) -> dict:
                                + (f"The last good checkpoint is {good}." if good else "No checkpoint was saved yet.")
                                + " Lower the learning rate, check the data, or use a loss scale with AMP.")
             losses.append(loss)
+            meter.add()
             history["steps"].append([epoch * steps + i, loss])
             seen_int += len(y)
             if (i + 1) % cfg.log_interval == 0 or i + 1 == steps:
                 dt = time.perf_counter() - t_int
                 todo = (cfg.epoch_size - epoch) * steps - (i + 1)
                 eta = (time.perf_counter() - t_epoch) / max(i + 1 - skip, 1) * todo
-                log.info("epoch [%d/%d] step [%d/%d] loss %.4f lr %.6f img/s %.1f (global %.1f) eta %s",
-                         epoch + 1, cfg.epoch_size, i + 1, steps, loss, schedule[min(epoch * steps + i, len(schedule) - 1)],
-                         seen_int / dt, seen_int * world / dt, _hms(eta))
+                log.info("epoch [%d/%d] step [%d/%d] loss %.4f%s lr %.6f img/s %.1f (global %.1f) eta %s",
+                         epoch + 1, cfg.epoch_size, i + 1, steps, loss, meter.interval_text(),
+                         schedule[min(epoch * steps + i, len(schedule) - 1)], seen_int / dt, seen_int * world / dt,
+                         _hms(eta))
                 t_int, seen_int = time.perf_counter(), 0
             if cfg.ckpt_save_steps and (i + 1) % cfg.ckpt_save_steps == 0 and i + 1 < steps:
                 save_last(epoch, i + 1)
         train_time = time.perf_counter() - t_epoch
         train_loss = float(np.mean(losses)) if losses else float("nan")
+        terms = meter.epoch_means()
         backend.reduce_bn()
 
         metrics, eval_time = {}, 0.0
@@ -248,14 +258,17 @@ def train(cfg: TrainConfig) -> dict:
             if metrics and best["epoch"] == epoch + 1:
                 save(os.path.join(cfg.ckpt_save_dir, f"{cfg.model}_best{suffix}"), epoch + 1, 0)
             lr_now = schedule[min((epoch + 1) * steps - 1, len(schedule) - 1)]
-            history["epochs"].append({"epoch": epoch + 1, "train_loss": train_loss, "lr": lr_now, **metrics})
+            history["epochs"].append({"epoch": epoch + 1, "train_loss": train_loss, **terms, "lr": lr_now, **metrics})
             _write_json(history_path, history)
             with open(result_path, "a") as f:
-                f.write(f"{epoch + 1}\t{train_loss:.4f}\t{_m(metrics, 'top1')}\t{_m(metrics, 'top5')}\t"
+                f.write(f"{epoch + 1}\t{train_loss:.4f}\t"
+                        + "".join(f"{terms.get(c, float('nan')):.4g}\t" for c in term_cols)
+                        + f"{_m(metrics, 'top1')}\t{_m(metrics, 'top5')}\t"
                         f"{_m(metrics, 'loss', 4)}\t{lr_now:.6g}\t{train_time:.1f}\t{eval_time:.1f}\t"
                         f"{ran * world / max(train_time, 1e-9):.1f}\n")
-        log.info("epoch [%d/%d] done: train loss %.4f, %.1fs, %.1f img/s (global)", epoch + 1, cfg.epoch_size,
-                 train_loss, train_time, ran * world / max(train_time, 1e-9))
+        log.info("epoch [%d/%d] done: train loss %.4f%s, %.1fs, %.1f img/s (global)", epoch + 1, cfg.epoch_size,
+                 train_loss, "".join(f", {k[6:]} {v:.4g}" for k, v in terms.items()), train_time,
+                 ran * world / max(train_time, 1e-9))
         summary = {"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": v for k, v in metrics.items()},
                    "best_top1": best["top1"], "best_epoch": best["epoch"], "train_time": train_time,
                    "step_time": train_time / max(len(losses), 1), "world": world}

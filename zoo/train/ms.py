@@ -15,6 +15,7 @@ import numpy as np
 from zoo.train.config import TrainConfig
 from zoo.errors import TrainingError
 from zoo.files import atomic_write
+from zoo.train import distill
 from zoo.train.loop import decayed, refuse_non_finite
 
 STATE_PREFIX = "train_state."  # training-position entries in checkpoints (zoo convert drops them)
@@ -55,7 +56,13 @@ class MindSporeBackend:
             cfg.device_target = ms.get_context("device_target")
         check_device(cfg)
         ms.set_context(mode=cfg.mode)
-        ms.set_device(cfg.device_target)
+        try:
+            ms.set_device(cfg.device_target)
+        except RuntimeError:  # MindSpore already ran a kernel in this process (e.g. zoo parity --train-steps)
+            if ms.get_context("device_target") != cfg.device_target:
+                current = ms.get_context("device_target")
+                raise TrainingError(f"device_target: this process already runs MindSpore on {current}; it cannot "
+                                    f"switch to {cfg.device_target}") from None
         self.rank, self.world = 0, 1
         if cfg.distribute or launched_by_msrun():
             from mindspore.communication import get_group_size, get_rank, init
@@ -81,10 +88,29 @@ class MindSporeBackend:
         cfg = self.cfg
         self.net = zoo.create_model(cfg.model, "ms", num_classes=cfg.num_classes, checkpoint=cfg.ckpt_path or None,
                                     in_chans=cfg.in_channels, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
-        loss_fn = create_loss(name=cfg.loss.upper(), label_smoothing=cfg.label_smoothing)
         self.opt = build_optimizer(self.net, cfg, schedule)
-        self.step = build_train_step(self.net, loss_fn, self.opt, cfg)
+        self.loss_cell = None
+        if distill.is_distilling(cfg):  # student, frozen teacher and every loss term in one train step
+            plan = distill.make_plan(cfg)
+            distill.announce(plan, cfg, self.rank)
+            self.loss_cell = distill.ms_loss_cell(plan, self.net)
+            self.step = build_train_step(self.loss_cell, None, self.opt, cfg)
+        else:
+            loss_fn = create_loss(name=cfg.loss.upper(), label_smoothing=cfg.label_smoothing)
+            self.step = build_train_step(self.net, loss_fn, self.opt, cfg)
         self.step.set_train(True)
+
+    def loss_terms(self):
+        """The last step's loss terms (distillation), else None."""
+        return None if self.loss_cell is None else distill.ms_terms(self.loss_cell)
+
+    def reset_optimizer_state(self) -> None:
+        """A fresh SGD's state: momentum buffers 0 (nn.SGD's first-step flags 1)."""
+        import mindspore as ms
+
+        for p in self.opt.get_parameters():
+            if p.name.startswith(("moments.", "accum.", "stat.")):
+                p.set_data(ms.Tensor(np.full(p.shape, 1.0 if p.name.startswith("stat.") else 0.0), p.dtype))
 
     def n_params(self) -> int:
         return sum(int(np.prod(p.shape)) for p in self.net.trainable_params())
@@ -144,12 +170,13 @@ class MindSporeBackend:
         (a step's loss is computed before its update, so the weights after it are checked here)."""
         import mindspore as ms
 
-        bad = [p.name for p in self.step.get_parameters()
-               if p.dtype in (ms.float32, ms.float16) and not np.isfinite(p.asnumpy()).all()]
+        bad = [p.name for p in self.step.get_parameters() if distill.is_student_param(p.name)
+               and p.dtype in (ms.float32, ms.float16) and not np.isfinite(p.asnumpy()).all()]
         refuse_non_finite(bad, state, path)
 
-        def write(tmp):
-            ms.save_checkpoint(self.step, tmp, append_dict={STATE_PREFIX + k: v for k, v in state.items()})
+        def write(tmp):  # the student only: a teacher's parameters stay out of the student's checkpoints
+            ms.save_checkpoint(self.step, tmp, append_dict={STATE_PREFIX + k: v for k, v in state.items()},
+                               choice_func=distill.is_student_param)
             os.chmod(tmp, 0o644)
 
         atomic_write(path, write)
@@ -170,7 +197,7 @@ class MindSporeBackend:
             raise TrainingError(f"--resume {path}: not a training checkpoint of this trainer (no training position); "
                                 "to start from its weights use ckpt_path instead")
         params.pop("learning_rate", None)  # the schedule comes from the recipe
-        own = {p.name for p in self.step.get_parameters()} - {"learning_rate"}
+        own = {p.name for p in self.step.get_parameters() if distill.is_student_param(p.name)} - {"learning_rate"}
         missing, unexpected = sorted(own - set(params)), sorted(set(params) - own)
         if missing or unexpected:
             raise TrainingError(f"--resume {path}: the checkpoint does not match this model and optimizer "

@@ -42,14 +42,42 @@ class TrainParityResult:
     update_rel: float = float("nan")  # worst over parameters
     update_worst: str = ""
     update_median: float = float("nan")
+    teacher: Optional[str] = None
+    terms_ms: List[dict] = field(default_factory=list)  # distillation: each step's loss terms
+    terms_pt: List[dict] = field(default_factory=list)
+    term_rel: Dict[str, float] = field(default_factory=dict)  # worst |ms - pt| / |pt| over steps, per term
     seconds: float = 0.0
     error: Optional[str] = None
 
 
+DISTILL = dict(at_beta="1000", at_mode="code", kd_alpha="0.9", kd_temperature="4")  # the reference's AT + KD
+
+
+def _teacher_file(teacher: str, num_classes: int, size, seed: int, folder: str) -> str:
+    """A teacher checkpoint with generic weights (the same file feeds both frameworks)."""
+    import torch
+
+    import zoo
+    from zoo.parity import randomize_
+
+    torch.manual_seed(seed)
+    model = zoo.create_model(teacher, "pt", num_classes=num_classes)
+    randomize_(model, seed, (16, *size))
+    path = f"{folder}/teacher.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optional[str] = None,
                  input_size: Optional[Sequence[int]] = None, batch: int = 4, seed: int = 0,
-                 mode: int = 0) -> TrainParityResult:
-    """Run ``steps`` steps of ``opt`` (a key of OPTIMIZERS, or the recipe's when ``recipe`` is given)."""
+                 mode: int = 0, teacher: Optional[str] = None) -> TrainParityResult:
+    """Run ``steps`` steps of ``opt`` (a key of OPTIMIZERS, or the recipe's when ``recipe`` is given).
+
+    ``teacher``: distil from this model (generic weights, one file for both frameworks) with the reference's
+    AT + KD settings (``DISTILL``); each step's loss terms are compared too."""
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="zoo_train_parity_")
     import mindspore as ms
     import torch
 
@@ -63,7 +91,7 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
 
     entry = registry.get(name)
     size = tuple(input_size or entry.test_input_size or entry.input_size)
-    res = TrainParityResult(name, "recipe" if recipe else opt, steps)
+    res = TrainParityResult(name, "recipe" if recipe else opt, steps, teacher=teacher)
     t0 = time.perf_counter()
     try:
         extra = {k: str(v) for k, v in entry.test_kwargs.items()} if size != tuple(entry.input_size) else {}
@@ -73,6 +101,9 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
                     epoch_size=str(steps), mode=str(mode), device_target="CPU", amp_level="O0", seed=str(seed))
         if not recipe:
             over.update(OPTIMIZERS[opt])
+        if teacher:
+            over.update(DISTILL, teacher_model=teacher, image_resize=str(size[1]), ckpt_save_dir=tmp.name,
+                        teacher_ckpt_path=_teacher_file(teacher, entry.num_classes, size, seed + 7, tmp.name))
         cfg = load_config(recipe, over)
         res.opt = cfg.opt
         schedule = build_schedule(cfg, 1)  # one step per "epoch": the lr changes every step
@@ -95,6 +126,11 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
                 x, y = mixer(x, y, np.random.default_rng([seed, s, 2]))
             res.losses_pt.append(pt_b.train_step(x, y, schedule[s])[0])
             res.losses_ms.append(ms_b.train_step(x, y)[0])
+            if teacher:
+                res.terms_pt.append(dict(pt_b.loss_terms()))
+                res.terms_ms.append(dict(ms_b.loss_terms()))
+        for k in (res.terms_pt[0] if res.terms_pt else {}):
+            res.term_rel[k] = max(abs(m[k] - p[k]) / max(abs(p[k]), 1e-30) for m, p in zip(res.terms_ms, res.terms_pt))
         lp, lm = np.array(res.losses_pt), np.array(res.losses_ms)
         res.loss_rel = float(np.max(np.abs(lm - lp) / np.maximum(np.abs(lp), 1e-12)))
         end_pt = core.pt_state(pt_b.model)
@@ -113,6 +149,8 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
         ms.set_context(mode=ms.PYNATIVE_MODE)
     except Exception as err:
         res.error = f"{type(err).__name__}: {err}"
+    finally:
+        tmp.cleanup()
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -138,4 +176,10 @@ def format_table(results) -> str:
     for r in results:
         lines.append(f"  {r.model} {r.opt} losses pt: " + " ".join(f"{v:.5f}" for v in r.losses_pt))
         lines.append(f"  {r.model} {r.opt} losses ms: " + " ".join(f"{v:.5f}" for v in r.losses_ms))
+        if r.terms_pt:
+            lines.append(f"  {r.model} {r.opt} distilled from {r.teacher} (AT beta {DISTILL['at_beta']}, KD alpha "
+                         f"{DISTILL['kd_alpha']}, T {DISTILL['kd_temperature']}); terms per step, pt | ms, worst rel:")
+            for k, rel in r.term_rel.items():
+                lines.append(f"    {k:<5} " + " ".join(f"{p[k]:.6g}|{m[k]:.6g}" for p, m in zip(r.terms_pt, r.terms_ms))
+                             + f"   rel {rel:.1e}")
     return "\n".join(lines)

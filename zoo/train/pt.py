@@ -21,6 +21,7 @@ import numpy as np
 from zoo.train.config import TrainConfig
 from zoo.errors import TrainingError
 from zoo.files import atomic_write
+from zoo.train import distill
 from zoo.train.loop import decayed, refuse_non_finite
 
 SUPPORTED_OPT = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -79,12 +80,17 @@ class PyTorchBackend:
         model = zoo.create_model(cfg.model, "pt", num_classes=cfg.num_classes, checkpoint=cfg.ckpt_path or None,
                                  in_chans=cfg.in_channels, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
         self.model = model.to(self.device)
-        self.wrapped = self.model
+        self.wrapped, self.distiller = self.model, None
+        if distill.is_distilling(cfg):  # a frozen teacher beside the student; the student returns its stages too
+            plan = distill.make_plan(cfg)
+            distill.announce(plan, cfg, self.rank)
+            self.distiller = distill.PtDistiller(plan, self.device)
+            self.wrapped = self.distiller.student_forward(self.model)
         if self.ddp:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+            self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids, broadcast_buffers=False)
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         ms_names = name_map(self.model)
         decay, keep = [], []
@@ -120,7 +126,10 @@ class PyTorchBackend:
             y = y.long()
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            loss = self.criterion(self.wrapped(x), y)
+            if self.distiller is not None:
+                loss = self.distiller.loss(self.wrapped, x, y)
+            else:
+                loss = self.criterion(self.wrapped(x), y)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)
@@ -129,6 +138,14 @@ class PyTorchBackend:
             loss.backward()
             self.opt.step()
         return float(loss.detach()), False
+
+    def loss_terms(self):
+        """The last step's loss terms (distillation), else None."""
+        return None if self.distiller is None else self.distiller.terms
+
+    def reset_optimizer_state(self) -> None:
+        """A fresh optimizer's state (momentum buffers dropped)."""
+        self.opt.state.clear()
 
     def logits(self, x) -> np.ndarray:
         import torch

@@ -1,0 +1,1 @@
+"""Attention Transfer: CIFAR wide ResNets, ImageNet students and teachers (see config.py)."""
