@@ -79,7 +79,7 @@ def validate(model: str, checkpoint: str, data_dir: str, framework: str = "ms", 
     """Top-1/top-5 (%) and mean cross-entropy of ``checkpoint`` on ``split``, with the model's preprocessing."""
     import zoo
     from zoo.data.sources import open_dataset
-    from zoo.train.loop import score
+    from zoo.metrics import score
 
     entry = registry.get(model)
     source = open_dataset(dataset, data_dir, split)

@@ -20,7 +20,6 @@ training position; they are written to a temporary file and renamed, so none is 
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import sys
@@ -28,14 +27,16 @@ import time
 
 import numpy as np
 
-from zoo.files import atomic_write
+from zoo.errors import Diverged, TrainingError  # noqa: F401  (re-exported)
+from zoo.metrics import score, summarize  # noqa: F401  (score re-exported)
+from zoo.train.checkpoints import CheckpointSaver, resume
+from zoo.train.common import (  # noqa: F401  (re-exported)
+    EXIT_DIVERGED, decayed, distributed_launch, refuse_non_finite,
+)
 from zoo.train.config import TrainConfig, to_dict
+from zoo.train.runlog import RunLog
 
-EXIT_DIVERGED = 3
 log = logging.getLogger("zoo.train")
-
-
-from zoo.errors import Diverged, TrainingError  # noqa: E402,F401  (re-exported)
 
 
 def make_backend(cfg: TrainConfig):
@@ -57,15 +58,6 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> list:
         warmup_factor=cfg.warmup_factor, decay_epochs=cfg.decay_epochs, decay_rate=cfg.decay_rate,
         milestones=cfg.multi_step_decay_milestones, num_epochs=cfg.epoch_size, num_cycles=cfg.num_cycles,
         cycle_decay=cfg.cycle_decay, lr_epoch_stair=cfg.lr_epoch_stair)]
-
-
-def decayed(name: str, ndim: int, cfg: TrainConfig) -> bool:
-    """Whether weight decay applies to a parameter (``weight_decay_filter``; names in PyTorch or MindSpore form)."""
-    if cfg.weight_decay_filter == "1d_and_bias":  # timm's rule
-        return not (ndim <= 1 or name.endswith(".bias"))
-    if cfg.weight_decay_filter == "norm_and_bias":  # mindcv's rule, by name
-        return not any(s in name for s in ("beta", "gamma", "bias"))
-    return True  # 'disable': every parameter (and 'auto', which only MindSpore interprets)
 
 
 def setup_logging(cfg: TrainConfig, rank: int) -> None:
@@ -94,25 +86,64 @@ def evaluate(backend, source, cfg: TrainConfig) -> dict:
     totals = np.zeros(4)  # correct@1, correct@5, loss sum, count
     for x, y in batches(loader):
         totals += score(backend.logits(x), y)
-    totals = backend.allreduce(totals)
-    n = max(totals[3], 1)
-    return {"top1": 100 * totals[0] / n, "top5": 100 * totals[1] / n, "loss": totals[2] / n, "count": int(totals[3])}
+    return summarize(backend.allreduce(totals))
 
 
-def score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """[correct@1, correct@5, cross-entropy sum, count] of a batch."""
-    logits = logits.astype(np.float64)
-    top5 = np.argsort(-logits, axis=1)[:, :5]
-    m = logits.max(axis=1, keepdims=True)
-    logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-    return np.array([(top5[:, 0] == labels).sum(), (top5 == labels[:, None]).any(axis=1).sum(),
-                     -logp[np.arange(len(labels)), labels].sum(), len(labels)], np.float64)
+def lr_at(schedule: list, global_step: int) -> float:
+    return schedule[min(global_step, len(schedule) - 1)]
+
+
+def train_one_epoch(backend, cfg: TrainConfig, source, epoch: int, steps: int, schedule: list, skip: int,
+                    saver: CheckpointSaver, runlog: RunLog, meter=None) -> dict:
+    """Epoch ``epoch`` (0-based) from step ``skip``: the steps, their log lines, mid-epoch ``last`` saves.
+
+    ``meter`` (``zoo.train.distill.TermMeter``) averages a distillation's loss terms. Returns the epoch's mean
+    loss (and terms), the number of images this rank trained on and the time."""
+    from zoo.data.ms import batches, create_loader
+    from zoo.train import distill
+
+    rank, world = backend.rank, backend.world
+    loader, _, indices = create_loader(source, cfg, training=True, epoch=epoch, rank=rank, world=world,
+                                       start_step=skip)
+    if cfg.record_samples:
+        with open(os.path.join(cfg.ckpt_save_dir, f"samples_rank{rank}.txt"), "a") as f:
+            f.write(f"epoch {epoch + 1} from step {skip}: " + " ".join(map(str, indices.tolist())) + "\n")
+    backend.set_train(True)
+    distill.at_epoch_start(backend, cfg, epoch, skip)
+    t_epoch = t_int = time.perf_counter()
+    losses, seen_int = [], 0
+    for i, (x, y) in enumerate(batches(loader), start=skip):
+        lr = lr_at(schedule, epoch * steps + i)
+        loss, overflow = backend.train_step(x, y, lr)
+        loss = float(backend.allreduce(np.array([loss]))[0] / world)
+        if not np.isfinite(loss):
+            if overflow and cfg.drop_overflow_update:
+                log.warning("epoch %d step %d: gradient overflow, update skipped (loss scale adjusts)", epoch + 1, i + 1)
+                continue
+            raise saver.diverged(f"the loss became {loss} at epoch {epoch + 1}, step {i + 1}: stopping.")
+        losses.append(loss)
+        if meter is not None:
+            meter.add()
+        runlog.step(epoch * steps + i, loss)
+        seen_int += len(y)
+        if (i + 1) % cfg.log_interval == 0 or i + 1 == steps:
+            dt = time.perf_counter() - t_int
+            todo = (cfg.epoch_size - epoch) * steps - (i + 1)
+            eta = (time.perf_counter() - t_epoch) / max(i + 1 - skip, 1) * todo
+            log.info("epoch [%d/%d] step [%d/%d] loss %.4f%s lr %.6f img/s %.1f (global %.1f) eta %s",
+                     epoch + 1, cfg.epoch_size, i + 1, steps, loss, meter.interval_text() if meter else "", lr,
+                     seen_int / dt, seen_int * world / dt, _hms(eta))
+            t_int, seen_int = time.perf_counter(), 0
+        if cfg.ckpt_save_steps and (i + 1) % cfg.ckpt_save_steps == 0 and i + 1 < steps:
+            saver.save_last(epoch, i + 1)
+    train_time = time.perf_counter() - t_epoch
+    return {"train_loss": float(np.mean(losses)) if losses else float("nan"), "images": len(losses) * cfg.batch_size,
+            "train_time": train_time, "steps_run": len(losses), "terms": meter.epoch_means() if meter else {}}
 
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a training; returns the final summary. Raises TrainingError / Diverged."""
     import zoo
-    from zoo.data.ms import batches, create_loader
     from zoo.data.sources import open_dataset
     from zoo.train import distill
 
@@ -135,18 +166,13 @@ def train(cfg: TrainConfig) -> dict:
     schedule = build_schedule(cfg, steps)
     backend.build(schedule)
 
-    suffix = backend.suffix
-    last_path = os.path.join(cfg.ckpt_save_dir, "last" + suffix)
-    start_epoch, start_step, best = 0, 0, {"top1": -1.0, "epoch": -1}
+    saver = CheckpointSaver(backend, cfg, steps, train_src.classes)
+    meter = distill.TermMeter(backend)  # each loss term of a distillation (none otherwise)
+    runlog = RunLog(cfg, rank)
+    start_epoch, start_step = 0, 0
     if cfg.resume:
-        path = last_path if cfg.resume == "auto" else cfg.resume
-        saved = backend.load(path)
-        start_epoch, start_step = int(saved["epoch"]), int(saved["step"])
-        best = {"top1": float(saved.get("best_top1", -1.0)), "epoch": int(saved.get("best_epoch", -1))}
-        if int(saved.get("world", world)) != world or int(saved.get("batch_size", cfg.batch_size)) != cfg.batch_size:
-            log.warning("resuming with %d rank(s) x batch %d, the run had %d x %d: the data order changes from here",
-                        world, cfg.batch_size, int(saved.get("world", 0)), int(saved.get("batch_size", 0)))
-        log.info("resumed from %s: epoch %d, step %d", path, start_epoch + 1, start_step)
+        start_epoch, start_step = resume(backend, cfg, saver)
+        runlog.restore(start_epoch, start_epoch * steps + start_step)
 
     if rank == 0:
         import yaml
@@ -158,86 +184,11 @@ def train(cfg: TrainConfig) -> dict:
     log.info("ranks %d, batch %d per rank, global batch %d, %d steps per epoch, %d epochs, %s",
              world, cfg.batch_size, cfg.global_batch(world), steps, cfg.epoch_size, backend.describe())
 
-    result_path = os.path.join(cfg.ckpt_save_dir, "result.log")
-    meter = distill.TermMeter(backend)  # each loss term of a distillation (none otherwise)
-    term_cols = [f"train_{k}" for k in (backend.loss_terms() or {}) if k != "loss"]
-    if rank == 0 and not os.path.exists(result_path):
-        with open(result_path, "w") as f:
-            f.write("\t".join(["epoch", "train_loss"] + term_cols + ["val_top1", "val_top5", "val_loss", "lr",
-                                                                     "train_time_s", "eval_time_s", "img_per_s"])
-                    + "\n")
-
-    def position(epoch, step):  # plain Python numbers (a .pth is read back with weights_only=True)
-        return {"epoch": int(epoch), "step": int(step), "global_step": int(epoch * steps + step),
-                "best_top1": float(best["top1"]), "best_epoch": int(best["epoch"]), "world": int(world),
-                "batch_size": int(cfg.batch_size), "seed": int(cfg.seed)}
-
-    def save(path, epoch, step):
-        try:
-            backend.save(path, position(epoch, step))
-        except Diverged as err:
-            good = last_path if os.path.exists(last_path) else None
-            raise Diverged(str(err) + (f" The last good checkpoint is {good}." if good else " No checkpoint was saved yet.")
-                           + " Lower the learning rate, check the data, or use a loss scale with AMP.") from None
-
-    def save_last(epoch, step):
-        if rank == 0:
-            save(last_path, epoch, step)
-        if cfg.ckpt_save_all_ranks and rank:
-            save(os.path.join(cfg.ckpt_save_dir, f"rank{rank}", "last" + suffix), epoch, step)
-
-    history_path = os.path.join(cfg.ckpt_save_dir, "history.json")
-    history = {"steps": [], "epochs": []}
-    if cfg.resume and os.path.exists(history_path):
-        import json
-        with open(history_path) as f:
-            history = json.load(f)
-        history["steps"] = [h for h in history["steps"] if h[0] < start_epoch * steps + start_step]
-        history["epochs"] = [h for h in history["epochs"] if h["epoch"] <= start_epoch]
-
     summary = {}
     for epoch in range(start_epoch, cfg.epoch_size):
-        skip = start_step if epoch == start_epoch else 0
-        loader, _, indices = create_loader(train_src, cfg, training=True, epoch=epoch, rank=rank, world=world,
-                                           start_step=skip)
-        if cfg.record_samples:
-            with open(os.path.join(cfg.ckpt_save_dir, f"samples_rank{rank}.txt"), "a") as f:
-                f.write(f"epoch {epoch + 1} from step {skip}: " + " ".join(map(str, indices.tolist())) + "\n")
-        backend.set_train(True)
-        distill.at_epoch_start(backend, cfg, epoch, skip)
-        t_epoch = t_int = time.perf_counter()
-        losses, seen_int = [], 0
-        for i, (x, y) in enumerate(batches(loader), start=skip):
-            loss, overflow = backend.train_step(x, y, schedule[min(epoch * steps + i, len(schedule) - 1)])
-            loss = float(backend.allreduce(np.array([loss]))[0] / world)
-            if not np.isfinite(loss):
-                if overflow and cfg.drop_overflow_update:
-                    log.warning("epoch %d step %d: gradient overflow, update skipped (loss scale adjusts)", epoch + 1, i + 1)
-                    continue
-                good = last_path if os.path.exists(last_path) else None
-                raise Diverged(f"the loss became {loss} at epoch {epoch + 1}, step {i + 1}: stopping. "
-                               + (f"The last good checkpoint is {good}." if good else "No checkpoint was saved yet.")
-                               + " Lower the learning rate, check the data, or use a loss scale with AMP.")
-            losses.append(loss)
-            meter.add()
-            history["steps"].append([epoch * steps + i, loss])
-            seen_int += len(y)
-            if (i + 1) % cfg.log_interval == 0 or i + 1 == steps:
-                dt = time.perf_counter() - t_int
-                todo = (cfg.epoch_size - epoch) * steps - (i + 1)
-                eta = (time.perf_counter() - t_epoch) / max(i + 1 - skip, 1) * todo
-                log.info("epoch [%d/%d] step [%d/%d] loss %.4f%s lr %.6f img/s %.1f (global %.1f) eta %s",
-                         epoch + 1, cfg.epoch_size, i + 1, steps, loss, meter.interval_text(),
-                         schedule[min(epoch * steps + i, len(schedule) - 1)], seen_int / dt, seen_int * world / dt,
-                         _hms(eta))
-                t_int, seen_int = time.perf_counter(), 0
-            if cfg.ckpt_save_steps and (i + 1) % cfg.ckpt_save_steps == 0 and i + 1 < steps:
-                save_last(epoch, i + 1)
-        train_time = time.perf_counter() - t_epoch
-        train_loss = float(np.mean(losses)) if losses else float("nan")
-        terms = meter.epoch_means()
+        ran = train_one_epoch(backend, cfg, train_src, epoch, steps, schedule,
+                              start_step if epoch == start_epoch else 0, saver, runlog, meter)
         backend.reduce_bn()
-
         metrics, eval_time = {}, 0.0
         if val_src is not None and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size):
             t = time.perf_counter()
@@ -246,32 +197,17 @@ def train(cfg: TrainConfig) -> dict:
             log.info("epoch [%d/%d] validation: top-1 %.2f%%, top-5 %.2f%%, loss %.4f (%d samples, %.1fs)",
                      epoch + 1, cfg.epoch_size, metrics["top1"], metrics["top5"], metrics["loss"], metrics["count"],
                      eval_time)
-            if metrics["top1"] > best["top1"]:
-                best = {"top1": metrics["top1"], "epoch": epoch + 1}
-
-        save_last(epoch + 1, 0)
-        ran = len(losses) * cfg.batch_size
-        if rank == 0:
-            if (epoch + 1) % cfg.ckpt_save_interval == 0 or epoch + 1 == cfg.epoch_size:
-                save(os.path.join(cfg.ckpt_save_dir, f"{cfg.model}-{epoch + 1}_{steps}{suffix}"), epoch + 1, 0)
-                _prune(cfg, suffix)
-            if metrics and best["epoch"] == epoch + 1:
-                save(os.path.join(cfg.ckpt_save_dir, f"{cfg.model}_best{suffix}"), epoch + 1, 0)
-            lr_now = schedule[min((epoch + 1) * steps - 1, len(schedule) - 1)]
-            history["epochs"].append({"epoch": epoch + 1, "train_loss": train_loss, **terms, "lr": lr_now, **metrics})
-            _write_json(history_path, history)
-            with open(result_path, "a") as f:
-                f.write(f"{epoch + 1}\t{train_loss:.4f}\t"
-                        + "".join(f"{terms.get(c, float('nan')):.4g}\t" for c in term_cols)
-                        + f"{_m(metrics, 'top1')}\t{_m(metrics, 'top5')}\t"
-                        f"{_m(metrics, 'loss', 4)}\t{lr_now:.6g}\t{train_time:.1f}\t{eval_time:.1f}\t"
-                        f"{ran * world / max(train_time, 1e-9):.1f}\n")
+        saver.end_epoch(epoch + 1, metrics)
+        img_per_s = ran["images"] * world / max(ran["train_time"], 1e-9)
+        runlog.epoch({"epoch": epoch + 1, "train_loss": ran["train_loss"], **ran["terms"],
+                      "lr": lr_at(schedule, (epoch + 1) * steps - 1), **metrics, "train_time": ran["train_time"],
+                      "eval_time": eval_time, "img_per_s": img_per_s})
         log.info("epoch [%d/%d] done: train loss %.4f%s, %.1fs, %.1f img/s (global)", epoch + 1, cfg.epoch_size,
-                 train_loss, "".join(f", {k[6:]} {v:.4g}" for k, v in terms.items()), train_time,
-                 ran * world / max(train_time, 1e-9))
-        summary = {"epoch": epoch + 1, "train_loss": train_loss, **{f"val_{k}": v for k, v in metrics.items()},
-                   "best_top1": best["top1"], "best_epoch": best["epoch"], "train_time": train_time,
-                   "step_time": train_time / max(len(losses), 1), "world": world}
+                 ran["train_loss"], "".join(f", {k[6:]} {v:.4g}" for k, v in ran["terms"].items()),
+                 ran["train_time"], img_per_s)
+        summary = {"epoch": epoch + 1, "train_loss": ran["train_loss"], **{f"val_{k}": v for k, v in metrics.items()},
+                   "best_top1": saver.best["top1"], "best_epoch": saver.best["epoch"], "train_time": ran["train_time"],
+                   "step_time": ran["train_time"] / max(ran["steps_run"], 1), "world": world}
     if train_src.bad_files:
         log.warning("%d unreadable image(s) were skipped: %s", len(train_src.bad_files), ", ".join(train_src.bad_files[:10]))
     log.info("finished: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
@@ -279,44 +215,9 @@ def train(cfg: TrainConfig) -> dict:
     return summary
 
 
-def refuse_non_finite(bad, state: dict, path: str) -> None:
-    """The backends' check before saving: weights that became NaN/inf stop the run, the last good file stays."""
-    if bad:
-        raise Diverged(f"the weights became non-finite ({', '.join(bad[:3])}) after epoch {state['epoch'] + 1} "
-                       f"step {state['step']}: stopping without saving {os.path.basename(path)}.")
-
-
-def _write_json(path: str, obj) -> None:
-    import json
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f)
-
-    atomic_write(path, write)
-
-
-def _prune(cfg: TrainConfig, suffix: str) -> None:
-    files = glob.glob(os.path.join(cfg.ckpt_save_dir, f"{glob.escape(cfg.model)}-*_*{suffix}"))
-    files.sort(key=lambda p: int(os.path.basename(p)[len(cfg.model) + 1:].split("_")[0]))
-    for old in files[:-cfg.keep_checkpoint_max] if cfg.keep_checkpoint_max > 0 else []:
-        os.remove(old)
-
-
-def _m(metrics: dict, key: str, digits: int = 2) -> str:
-    return f"{metrics[key]:.{digits}f}" if key in metrics else "-"
-
-
 def _hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def distributed_launch() -> bool:
-    """Launched by msrun (scheduler or worker) or torchrun with more than one process."""
-    msrun = os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
-    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ
-    return msrun or torchrun
 
 
 def main(argv=None) -> int:

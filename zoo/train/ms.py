@@ -16,16 +16,10 @@ from zoo.train.config import TrainConfig
 from zoo.errors import TrainingError
 from zoo.files import atomic_write
 from zoo.train import distill
-from zoo.train.loop import decayed, refuse_non_finite
+from zoo.train.common import decayed, launched_by_msrun, refuse_non_finite
 
 STATE_PREFIX = "train_state."  # training-position entries in checkpoints (zoo convert drops them)
 ADAM_FAMILY = ("adam", "adamw", "lamb", "nadam", "adan", "lion")
-
-
-def launched_by_msrun() -> bool:
-    """msrun starts a scheduler (MS_SCHED) and the workers (MS_WORKER), all running the training script;
-    each must call ``init()`` (the scheduler's serves the cluster and ends the process when the workers finish)."""
-    return os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
 
 
 def check_device(cfg: TrainConfig) -> None:

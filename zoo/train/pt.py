@@ -22,7 +22,7 @@ from zoo.train.config import TrainConfig
 from zoo.errors import TrainingError
 from zoo.files import atomic_write
 from zoo.train import distill
-from zoo.train.loop import decayed, refuse_non_finite
+from zoo.train.common import decayed, refuse_non_finite
 
 SUPPORTED_OPT = ("sgd", "momentum", "nesterov", "adam", "adamw")
 
