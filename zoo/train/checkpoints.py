@@ -14,8 +14,8 @@ import os
 import re
 from typing import Optional, Tuple
 
-from zoo.errors import Diverged
-from zoo.train.common import Backend
+from zoo.errors import Diverged, TrainingError, WriteError
+from zoo.train.common import Backend, describe_position
 
 log = logging.getLogger("zoo.train")
 
@@ -37,7 +37,8 @@ class CheckpointSaver:
         since a .pth is read back with weights_only=True)."""
         return {"epoch": int(epoch), "step": int(step), "global_step": int(epoch * self.steps + step),
                 "best_top1": float(self.best["top1"]), "best_epoch": int(self.best["epoch"]),
-                "world": int(self.world), "batch_size": int(self.cfg.batch_size), "seed": int(self.cfg.seed)}
+                "world": int(self.world), "batch_size": int(self.cfg.batch_size), "seed": int(self.cfg.seed),
+                "model": str(self.cfg.model)}
 
     def last_good(self) -> Optional[str]:
         return self.last_path if os.path.exists(self.last_path) else None
@@ -54,6 +55,11 @@ class CheckpointSaver:
             self.backend.save(path, self.position(epoch, step))
         except Diverged as err:
             raise self.diverged(str(err)) from None
+        except WriteError as err:
+            good = self.last_good()
+            raise TrainingError(f"{err.message} The run stopped at {describe_position(self.position(epoch, step))}"
+                                + (f"; the last good checkpoint is {good}: free space, then continue it with "
+                                   "--resume auto" if good else "; no checkpoint was saved yet") + ".") from None
 
     def save_last(self, epoch: int, step: int) -> None:
         """``last`` on rank 0 (and under rank<N>/ on every rank with ``ckpt_save_all_ranks``)."""

@@ -75,6 +75,22 @@ def refuse_non_finite(bad, state: dict, path: str) -> None:
                        f"{os.path.basename(path)}.")
 
 
+def summarize_keys(keys, limit: int = 5) -> str:
+    keys = list(keys)
+    if not keys:
+        return "none"
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def mismatch_message(path: str, missing, unexpected, saved_model=None, model=None) -> str:
+    """A short, one-time description of a training checkpoint that does not fit (never every key)."""
+    which = (f"it was saved by a run of {saved_model}, this run trains {model}; "
+             if saved_model and model and saved_model != model else "")
+    return (f"--resume {path}: the checkpoint does not match this model and optimizer ({which}{len(missing)} "
+            f"missing: {summarize_keys(missing)}; {len(unexpected)} unexpected: {summarize_keys(unexpected)}). "
+            "Resume with the recipe that saved it, or start from its weights with --ckpt_path")
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One framework's side of the trainer: the model, loss, optimizer and train step, and its checkpoints."""

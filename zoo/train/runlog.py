@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from zoo.files import atomic_write
+from zoo.files import write_text
 
 RESULT_HEADER = "epoch\ttrain_loss\tval_top1\tval_top5\tval_loss\tlr\ttrain_time_s\teval_time_s\timg_per_s"
 
@@ -37,8 +37,8 @@ class RunLog:
         self.history["epochs"].append(row)
         if self.rank:
             return
-        atomic_write(self.history_path, lambda tmp: _dump(tmp, json.dumps(self.history)))
-        atomic_write(self.result_path, lambda tmp: _dump(tmp, self.table()))
+        write_text(self.history_path, json.dumps(self.history))
+        write_text(self.result_path, self.table())
 
     def table(self) -> str:
         """The result table; a distillation's loss terms (``train_<term>``) get a column each after train_loss."""
@@ -54,11 +54,6 @@ class RunLog:
                          f"{r['lr']:.6g}\t{r.get('train_time', 0.0):.1f}\t{r.get('eval_time', 0.0):.1f}\t"
                          f"{r.get('img_per_s', 0.0):.1f}")
         return "\n".join(lines) + "\n"
-
-
-def _dump(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def _m(row: dict, key: str, digits: int = 2) -> str:
