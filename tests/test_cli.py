@@ -355,6 +355,7 @@ def check_command(cmd, monkeypatch):
     else:
         assert argv[0] == "python" and argv[1].startswith("tools/"), cmd
         path = os.path.join(ROOT, argv[1])
+        monkeypatch.syspath_prepend(os.path.dirname(path))  # as `python tools/x.py` puts tools/ on the path
         spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)

@@ -175,11 +175,11 @@ class TrainConfig:
     teacher_model: str = _f("", "distil from this registered model (the teacher; empty = no distillation)")
     teacher_ckpt_path: str = _f("", "the teacher's weights: any checkpoint `zoo convert` reads (either framework)")
     teacher_kwargs: Optional[Any] = _f(None, "teacher constructor arguments, e.g. {use_dim_bias: true}")
-    at_beta: float = _f(0.0, "attention-transfer weight (the reference's beta: 1000; 0 = no AT)", range=NONNEG)
+    at_beta: float = _f(0.0, "attention-transfer weight (the reference's beta: 1000; 0 = no AT)")
     at_mode: str = _f("code", "AT loss: code (the reference's utils.at_loss) or paper (Eq. 2)", ("code", "paper"))
     at_groups: Optional[Any] = _f(None, "stage outputs for AT: [0, 1, 2] or [[student, teacher], ...]; default all")
-    kd_alpha: float = _f(0.0, "knowledge-distillation weight (the reference's alpha: 0.9; 0 = CE only)", range=PROB)
-    kd_temperature: float = _f(4.0, "KD temperature T", range=POSITIVE)
+    kd_alpha: float = _f(0.0, "knowledge-distillation weight (the reference's alpha: 0.9; 0 = CE only)")
+    kd_temperature: float = _f(4.0, "KD temperature T")  # ranges: zoo.train.distill.check
     fresh_optimizer_at_milestones: bool = _f(False, "reset the optimizer state where the lr drops (the reference "
                                              "creates a new SGD at each milestone)")
     # diagnostics
