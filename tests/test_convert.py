@@ -285,3 +285,232 @@ def test_mindcv_trainer_state_is_dropped(tmp_path, opt):
     ms.save_checkpoint(step, str(tmp_path / "train.ckpt"))
     ckpt = read_checkpoint(str(tmp_path / "train.ckpt"))
     assert set(ckpt.tensors) == {p.name for p in net.get_parameters()}
+
+
+# --- issue 10: non-finite and wrong-dtype tensors, full disk, races, modes, stale partials ------------------
+
+def _umask():
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def test_non_finite_tensors_are_refused_unless_allowed(tmp_path, pt_model):
+    sd = {k: v.clone() for k, v in pt_model.state_dict().items()}
+    sd["conv1.weight"][0, 0, 0, 0] = float("nan")
+    sd["fc.bias"][1] = float("inf")
+    src = tmp_path / "nan.pth"
+    torch.save(sd, src)
+    with pytest.raises(ConversionError, match=r"2 tensor\(s\) hold NaN or inf values: conv1\.weight \(1 of 1728 "
+                                              r"values\), fc\.bias.*--allow-non-finite"):
+        convert_file(MODEL, str(src), str(tmp_path / "nan.ckpt"))
+    assert not (tmp_path / "nan.ckpt").exists()
+    convert_file(MODEL, str(src), str(tmp_path / "nan.ckpt"), allow_non_finite=True)
+    assert np.isnan(read_checkpoint(str(tmp_path / "nan.ckpt")).tensors["conv1.weight"]).any()
+
+
+def test_wrong_dtypes_are_cast_to_the_models_with_a_note(tmp_path, pt_model):
+    """An int64 or float16 tensor used to be written with its own dtype; MindSpore's own loader then refused the
+    .ckpt the zoo wrote."""
+    import mindspore as ms
+
+    sd = dict(pt_model.state_dict())
+    sd["conv1.weight"] = sd["conv1.weight"].half()
+    sd["fc.bias"] = torch.arange(sd["fc.bias"].numel())  # int64
+    src = tmp_path / "mixed.pth"
+    torch.save(sd, src)
+    loaded = convert_file(MODEL, str(src), str(tmp_path / "m.ckpt"))
+    assert any("cast 1 tensor(s) float16 -> float32" in n and "conv1.weight" in n for n in loaded.notes)
+    assert any("int64 -> float32" in n and "fc.bias" in n for n in loaded.notes)
+    params = ms.load_checkpoint(str(tmp_path / "m.ckpt"))
+    assert params["conv1.weight"].dtype == ms.float32 and params["fc.bias"].dtype == ms.float32
+    net = zoo.create_model(MODEL, "ms")
+    assert ms.load_param_into_net(net, params, strict_load=True) == ([], [])  # MindSpore's own loader accepts it
+    convert_file(MODEL, str(src), str(tmp_path / "m.pth"))
+    assert torch.load(tmp_path / "m.pth", weights_only=True)["fc.bias"].dtype == torch.float32
+
+
+def test_random_bytes_are_corrupt_not_code(tmp_path):
+    """main called any torch UnpicklingError 'could run code' (and relayed torch's weights_only advice)."""
+    src = tmp_path / "noise.pth"
+    for seed in range(20):  # random bytes sometimes start like an import opcode: only complete pickles count
+        src.write_bytes(np.random.default_rng(seed).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+        with pytest.raises(ConversionError, match="truncated or corrupt") as err:
+            read_checkpoint(str(src))
+        assert "could run code" not in str(err.value) and "weights_only" not in str(err.value), seed
+
+
+def test_suggestions_for_shape_only_and_cross_family_mismatches(tmp_path):
+    r18 = zoo.create_model("triplet_resnet18", "pt", num_classes=10)  # same names as the CIFAR variant, other stem
+    with pytest.raises(ConversionError, match=r"shapes fit: triplet_resnet18 \(num_classes=10\)"):
+        load_state(MODEL, _save_pt(r18, tmp_path / "r18.pth"))
+    van = zoo.create_model("van_b0", "pt")
+    with pytest.raises(ConversionError, match="the checkpoint's shapes fit: van_b0"):
+        load_state(MODEL, _save_pt(van, tmp_path / "van.pth"))
+
+
+def test_class_list_travels_through_every_format(tmp_path, pt_model):
+    from zoo.convert.io import write_checkpoint
+    from zoo.convert.core import pt_state
+
+    classes = [f"n0{i}" for i in range(10)]
+    state = pt_state(pt_model)
+    write_checkpoint(state, str(tmp_path / "a.pth"), "pt", classes=classes)
+    assert read_checkpoint(str(tmp_path / "a.pth")).classes == classes
+    pt_model.load_state_dict(torch.load(tmp_path / "a.pth", weights_only=True))  # still a plain state dict
+    convert_file(MODEL, str(tmp_path / "a.pth"), str(tmp_path / "b.ckpt"))
+    convert_file(MODEL, str(tmp_path / "b.ckpt"), str(tmp_path / "c.safetensors"), to="pt")
+    convert_file(MODEL, str(tmp_path / "c.safetensors"), str(tmp_path / "d.pth"))
+    for f in ("b.ckpt", "c.safetensors", "d.pth"):
+        assert read_checkpoint(str(tmp_path / f)).classes == classes, f
+        assert load_state(MODEL, str(tmp_path / f)).classes == classes, f
+    assert load_state(MODEL, str(tmp_path / "d.pth"), num_classes=3).classes is None  # head dropped: names too
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_output_modes_follow_the_umask(tmp_path, pt_model, umask):
+    """mkstemp used to make .pth and .safetensors 0600 (and --force turned a 0644 file into 0600)."""
+    src = _save_pt(pt_model, tmp_path / "a.pth")
+    old = os.umask(umask)
+    try:
+        for name, to in (("o.pth", None), ("o.safetensors", "pt"), ("o.ckpt", None)):
+            convert_file(MODEL, src, str(tmp_path / name), to=to)
+            assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name
+        os.chmod(tmp_path / "o.pth", 0o644)
+        convert_file(MODEL, src, str(tmp_path / "o.pth"), force=True)
+        assert os.stat(tmp_path / "o.pth").st_mode & 0o777 == 0o666 & ~umask
+    finally:
+        os.umask(old)
+
+
+def test_destination_that_appears_meanwhile_is_not_overwritten(tmp_path, pt_model, monkeypatch):
+    """Two conversions to one DST without --force: the existence check and the publish used to be apart, so
+    both could exit 0. The publish is exclusive now: the second one fails and the first one's file stays."""
+    src, dst = _save_pt(pt_model, tmp_path / "a.pth"), tmp_path / "out.pth"
+    real = torch.save
+
+    def racing(obj, f, *a, **k):  # another process publishes DST while this one writes its file
+        real(obj, f, *a, **k)
+        dst.write_bytes(b"the other conversion's result")
+
+    monkeypatch.setattr(torch, "save", racing)
+    with pytest.raises(ConversionError, match="appeared while this file was being written"):
+        convert_file(MODEL, src, str(dst))
+    assert dst.read_bytes() == b"the other conversion's result"
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_disk_full_during_a_write_names_the_path_and_leaves_nothing(tmp_path, pt_model, monkeypatch):
+    """Where no small tmpfs can be mounted: a writer that fails with ENOSPC, as MindSpore does (it leaves its own
+    <name>.tmp beside the zoo's temporary file)."""
+    import errno
+
+    import mindspore as ms
+
+    src = _save_pt(pt_model, tmp_path / "a.pth")
+
+    def full(obj, name, *a, **k):
+        stem = os.path.splitext(name)[0]
+        open(stem + ".tmp", "wb").write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ms, "save_checkpoint", full)
+    with pytest.raises(ConversionError, match=r"cannot write .*out\.ckpt: the disk is full \(.* free in .*; the file "
+                                              r"needs about 44\.7 MB\); nothing was written"):
+        convert_file(MODEL, src, str(tmp_path / "out.ckpt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pth"]
+
+
+def _tmpfs_available():
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _tmpfs_available(), reason="needs unshare and a tmpfs mount (user namespaces)")
+def test_full_and_read_only_disks_with_a_real_tmpfs(tmp_path, pt_model):
+    """A 1 MB tmpfs: `zoo convert` (refused before writing: not enough free space), and each format's writer
+    running out of space mid-write (MindSpore, safetensors, torch: each library's own failure); a read-only
+    tmpfs. Exit 2, a message naming the path and the space needed, nothing left behind. One process, in its
+    own mount namespace."""
+    import subprocess
+    import sys
+
+    src = _save_pt(pt_model, tmp_path / "a.pth")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = f"""
+import os, sys
+from zoo.cli import main
+from zoo.convert import core
+from zoo.convert.io import ConversionError, read_checkpoint, write_checkpoint
+full, ro = "{mnt}/full", "{mnt}/ro"
+print("EXIT cli", main(["convert", "{MODEL}", "{src}", full + "/cli.ckpt"]), flush=True)
+t = read_checkpoint("{src}").tensors
+ms_t = core.to_ms(t, core.spec(core.registry.get("{MODEL}")))
+for dst, fw, tensors in (("w.ckpt", "ms", ms_t), ("w.safetensors", "pt", t), ("w.pth", "pt", t)):
+    try:
+        write_checkpoint(tensors, os.path.join(full, dst), fw)
+        print("WROTE", dst, flush=True)
+    except ConversionError as err:
+        print("ERROR", dst, err, flush=True)
+print("LEFT", sorted(os.listdir(full)), flush=True)
+print("EXIT ro", main(["convert", "{MODEL}", "{src}", ro + "/out.pth"]), flush=True)
+print("LEFT ro", sorted(os.listdir(ro)), flush=True)
+sys.stdout.flush(); os._exit(0)
+"""
+    sh = (f"mkdir -p {mnt}/full {mnt}/ro && mount -t tmpfs -o size=1m tmpfs {mnt}/full && "
+          f"mount -t tmpfs -o ro,size=1m tmpfs {mnt}/ro && exec {sys.executable} -c '{script}'")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", sh], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    out = r.stdout + r.stderr
+    assert "EXIT cli 2" in out and "cli.ckpt: the disk is full (1.0 MB free" in out, out[-3000:]
+    for dst in ("w.ckpt", "w.safetensors", "w.pth"):
+        assert f"ERROR {dst} cannot write {mnt}/full/{dst}: the disk is full (" in out, out[-3000:]
+    assert out.count("the file needs about 44.7 MB); nothing was written") == 4, out[-3000:]
+    assert "WROTE" not in out and "LEFT []" in out, out[-3000:]
+    assert "EXIT ro 2" in out and "is not writable" in out and "LEFT ro []" in out, out[-3000:]
+    assert "Traceback" not in out and "inline_container" not in out and "SafetensorError" not in out, out[-3000:]
+
+
+def test_stale_partials_of_dead_processes_are_cleaned(tmp_path, pt_model):
+    import socket
+    import subprocess
+    import sys
+
+    from zoo.files import _HOST
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.ckpt.partial-{_HOST}-{dead}-abc123.ckpt"
+    stale.write_bytes(b"x" * 1000)
+    old_style = tmp_path / f".last.ckpt.partial-{dead}.ckpt"  # what the trainer wrote before
+    old_style.write_bytes(b"x")
+    mine = tmp_path / f".other.pth.partial-{_HOST}-{os.getpid()}-abc123.pth"
+    mine.write_bytes(b"x")
+    other_host = tmp_path / f".x.pth.partial-otherhost-{dead}-abc123.pth"
+    other_host.write_bytes(b"x")
+    convert_file(MODEL, _save_pt(pt_model, tmp_path / "a.pth"), str(tmp_path / "out.ckpt"))
+    assert not stale.exists() and not old_style.exists()
+    assert mine.exists() and other_host.exists()  # a live process's, another host's: kept
+    assert socket.gethostname()
+
+
+def test_atomic_write_fsyncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    from zoo import files
+
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    files.write_text(str(tmp_path / "x.json"), "{}")
+    assert len(synced) == 2 and ".x.json.partial-" in synced[0] and synced[1] == str(tmp_path)
+    assert (tmp_path / "x.json").read_text() == "{}"

@@ -136,3 +136,64 @@ def test_pipeline_batches(tmp_path):
     val = open_dataset("imagenet", root, "val", src.classes)
     loader, steps, _ = create_loader(val, cfg, training=False)
     assert sum(len(b[1]) for b in batches(loader)) == len(val) == 6 and steps == 2
+
+
+# --- image depth, empty classes, unreadable splits, class matching (issue 10: 3, 7, 8) ----------------------
+
+def test_high_bit_depth_images_are_scaled_or_refused_by_name(tmp_path):
+    """A 16-bit PNG used to become all white and a float TIFF all black (convert('RGB') clips)."""
+    from PIL import Image
+
+    from zoo.data.sources import UnsupportedImage, decode
+
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    Image.fromarray(np.round(ramp * 65535).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "f.tif")
+    expect = np.round(ramp * 255)
+    for name in ("g16.png", "f.tif"):
+        img = decode(str(tmp_path / name))
+        assert img.shape == (64, 64, 3) and img.dtype == np.uint8, name
+        assert np.abs(img[..., 0].astype(float) - expect).max() <= 1, name  # the ramp survives, scaled
+        assert (img[..., 0] == img[..., 2]).all()
+    Image.fromarray((ramp * 7).astype(np.float32)).save(tmp_path / "hdr.tif")
+    Image.fromarray((ramp * 1e6).astype(np.int32)).save(tmp_path / "i32.tif")
+    for name, says in (("hdr.tif", r"outside \[0, 1\]"), ("i32.tif", "32-bit integer pixels")):
+        with pytest.raises(UnsupportedImage, match=says) as err:
+            decode(str(tmp_path / name))
+        assert name in str(err.value)
+
+
+def test_empty_class_folder_is_warned(tmp_path, caplog):
+    root = make_image_folder(str(tmp_path / "d"), classes=2, per_class=2, size=8, splits=(("train", 1.0),))
+    os.makedirs(os.path.join(root, "train", "class_9"))
+    with caplog.at_level("WARNING", logger="zoo.data"):
+        src = open_dataset("imagenet", root, "train")
+    assert src.classes == ["class_0", "class_1", "class_9"]
+    assert "1 class folder(s) hold no images: class_9" in caplog.text and "never trained on" in caplog.text
+
+
+def test_split_without_a_readable_image_is_named_before_any_work(tmp_path):
+    root = make_image_folder(str(tmp_path / "d"), classes=2, per_class=2, size=8, splits=(("train", 1.0),))
+    for dirpath, _, files in os.walk(os.path.join(root, "train")):
+        for f in files:
+            open(os.path.join(dirpath, f), "wb").write(b"not an image")
+    src = open_dataset("imagenet", root, "train")
+    with pytest.raises(DatasetError, match=r"none of the 4 images of imagenet split 'train' can be read: .*0000\.png"):
+        src.probe()
+    with pytest.raises(DatasetError, match="no image of imagenet split 'train' can be read"):
+        src[0]  # what the pipeline would hit: the same error, kept for the trainer to report
+    assert src.error is not None
+
+
+def test_remap_matches_labels_by_class_name(tmp_path):
+    from zoo.data.sources import remap
+
+    root = make_image_folder(str(tmp_path / "d"), classes=3, per_class=2, size=8, splits=(("val", 1.0),))
+    import shutil
+    shutil.rmtree(os.path.join(root, "val", "class_1"))
+    va = open_dataset("imagenet", root, "val")  # its own folders: class_0 -> 0, class_2 -> 1
+    assert va.labels.tolist() == [0, 0, 1, 1]
+    fixed = remap(va, ["class_0", "class_1", "class_2"])
+    assert fixed.labels.tolist() == [0, 0, 2, 2] and fixed.num_classes == 3
+    with pytest.raises(DatasetError, match="1 of them unknown to the checkpoint .2 classes.: class_2"):
+        remap(va, ["class_0", "class_1"])

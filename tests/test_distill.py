@@ -183,7 +183,8 @@ def _student(path):
     if path.endswith(".ckpt"):
         import mindspore as ms
 
-        return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items() if not k.startswith("train_state.")}
+        return {k: v.asnumpy() for k, v in ms.load_checkpoint(path).items()
+                if not k.startswith("train_state.") and not isinstance(v, str)}  # str: the class list
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True)["state_dict"].items()}
 
 

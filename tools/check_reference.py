@@ -43,8 +43,8 @@ import types
 
 import numpy as np
 
-os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import zoo  # noqa: E402,F401  (before any MindSpore import: quiets its log, GLOG_v=3)
 
 
 def _load_triplet_reference(repo: str, kernel_size: int):
@@ -746,6 +746,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # skip MindSpore 2.8's noisy Cell.__del__ at interpreter shutdown
+    from zoo.cli import exit_process
+
+    exit_process(main())

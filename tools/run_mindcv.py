@@ -7,7 +7,6 @@ take a script path.
 import os
 import sys
 
-os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from zoo.mindcv import main  # noqa: E402

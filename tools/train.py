@@ -7,15 +7,10 @@ Data parallel: ``msrun --worker_num=N --local_worker_num=N tools/train.py -c ...
 import os
 import sys
 
-os.environ.setdefault("GLOG_v", "3")  # MindSpore: errors only
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from zoo.train.loop import distributed_launch, main  # noqa: E402
+from zoo.cli import exit_process  # noqa: E402  (importing zoo quiets MindSpore's log: GLOG_v=3)
+from zoo.train.loop import main  # noqa: E402
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if distributed_launch():
-        sys.exit(code)  # a normal exit: the framework finalises the cluster node, which msrun's scheduler waits for
-    os._exit(code)  # skip MindSpore 2.8's noisy Cell.__del__ at interpreter shutdown
+    exit_process(main(sys.argv[1:]))

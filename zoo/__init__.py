@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-# MindSpore logs every graph-compiler warning to stderr; keep errors only unless the user chose a level.
+# MindSpore logs every graph-compiler warning to stderr; keep errors only unless the user chose a level. The one
+# place this is set: every entry point (the CLI, tools/, tests) imports zoo before MindSpore.
 os.environ.setdefault("GLOG_v", "3")
 
 from zoo import models as _models  # noqa: E402,F401  (registers every family's variants; no framework import)

@@ -7,6 +7,11 @@
     zoo validate triplet_resnet50 --checkpoint ta_r50.ckpt --data /data/imagenet [--framework pt]
     zoo export triplet_resnet50 --checkpoint ta_r50.ckpt ta_r50.onnx     (or .mindir)
     zoo demo
+
+Exit status: 0 success, 1 a check failed (parity outside its bounds, a demo verdict FAIL), 2 a usage or
+input error (the message says what and what to do), 3 a training stopped by a non-finite loss or weights.
+Only the zoo's own errors (``zoo.errors.ZooError``) become such messages; anything else is a bug and keeps
+its traceback.
 """
 from __future__ import annotations
 
@@ -16,7 +21,31 @@ import os
 import sys
 import time
 
+from zoo.errors import ZooError
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def error(command: str, err) -> int:
+    """Print a zoo error once, on stderr, prefixed with the command's name; the usage exit status."""
+    msg = err.message if isinstance(err, ZooError) else str(err)
+    print(f"zoo {command}: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def exit_process(code: int) -> None:
+    """End a command-line process with ``code`` once its output is flushed (every entry point's tail).
+
+    MindSpore 2.8's Cell.__del__ raises at interpreter shutdown (a traceback after every run), so the process
+    leaves without the teardown; under msrun or torchrun it exits normally instead, since the framework
+    must finalise the cluster node that the launcher's scheduler waits for."""
+    from zoo.train.common import launched_by_torchrun
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "MS_ROLE" in os.environ or launched_by_torchrun():
+        sys.exit(code)
+    os._exit(code)
 
 
 def _fmt_int(v):
@@ -67,15 +96,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from zoo.convert import ConversionError, convert_file
+    from zoo.convert import convert_file
 
     t0 = time.perf_counter()
     try:
         loaded = convert_file(args.model, args.src, args.dst, to=args.to, layout=args.layout, force=args.force,
-                              to_layout=args.to_layout)
-    except (ConversionError, KeyError) as err:
-        print(f"zoo convert: error: {err.args[0] if err.args else err}", file=sys.stderr)
-        print(f"zoo convert: nothing was written to {args.dst}", file=sys.stderr)
+                              allow_non_finite=args.allow_non_finite, to_layout=args.to_layout)
+    except ZooError as err:
+        print(f"zoo convert: error: {err.message}\nzoo convert: nothing was written to {args.dst}", file=sys.stderr)
         return EXIT_USAGE
     for note in loaded.notes:
         print(f"note: {note}")
@@ -88,16 +116,39 @@ def cmd_convert(args) -> int:
 
 
 def _parse_size(s):
+    """``--input-size``: 224, 224x224 or 3x224x224 (an argparse type: a bad value is a usage error)."""
     if s is None:
         return None
-    parts = [int(p) for p in s.lower().replace("x", ",").split(",") if p]
-    if len(parts) == 1:
-        return (3, parts[0], parts[0])
-    if len(parts) == 2:
-        return (3, *parts)
-    if len(parts) == 3:
-        return tuple(parts)
+    try:
+        parts = [int(p) for p in s.lower().replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if parts and all(p >= 1 for p in parts) and len(parts) in (1, 2, 3):
+        return {1: lambda: (3, parts[0], parts[0]), 2: lambda: (3, *parts), 3: lambda: tuple(parts)}[len(parts)]()
     raise argparse.ArgumentTypeError(f"bad --input-size {s!r}; use 224, 224x224 or 3x224x224")
+
+
+def _positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def check_output_file(path: str) -> None:
+    """A file the command will write at the end: its folder must exist and be writable (checked first)."""
+    from zoo.errors import WriteError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise WriteError(f"{path}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise WriteError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WriteError(f"{path}: the folder {folder} is not writable")
 
 
 def _parity_run(names, input_size=None, small=False, grads=True, modes=("pynative", "graph"), out=sys.stdout):
@@ -140,8 +191,7 @@ def cmd_parity(args) -> int:
                 print(f"{n}: {args.train_steps} steps of {o or args.recipe} on each framework ...", file=sys.stderr,
                       flush=True)
                 results.append(train_parity(n, args.train_steps, o or "momentum", recipe=args.recipe,
-                                            input_size=_parse_size(args.input_size), batch=args.batch,
-                                            teacher=args.teacher))
+                                            input_size=args.input_size, batch=args.batch, teacher=args.teacher))
         print(format_table(results))
         return EXIT_FAIL if any(r.error for r in results) else EXIT_OK
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -149,10 +199,13 @@ def cmd_parity(args) -> int:
     if bad:
         print(f"zoo parity: unknown mode(s) {bad}; use pynative, graph", file=sys.stderr)
         return EXIT_USAGE
-    results = _parity_run(names, _parse_size(args.input_size), args.small, not args.no_grad, modes)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump([r.as_dict() for r in results], f, indent=2)
+        check_output_file(args.json)  # before the (long) measurement
+    results = _parity_run(names, args.input_size, args.small, not args.no_grad, modes)
+    if args.json:
+        from zoo.files import write_text
+
+        write_text(args.json, json.dumps([r.as_dict() for r in results], indent=2))
     failed = [r.model for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)}/{len(results)} models within the parity bounds" +
           (f"; FAILED: {', '.join(failed)}" if failed else ""))
@@ -174,16 +227,15 @@ def cmd_demo(args) -> int:
     return code
 
 
-def cmd_validate(args) -> int:
-    from zoo.validate import main as validate_main
+# `zoo train` and `zoo validate` hand their arguments to the trainer's and the validator's own parsers
+# (they also serve tools/train.py and tools/validate.py): the sub-parsers below only show them in `zoo -h`.
+PASSTHROUGH = {"train": "zoo.train.loop", "validate": "zoo.validate"}
 
-    return validate_main(args.rest)
 
+def _passthrough(command: str, argv) -> int:
+    import importlib
 
-def cmd_train(args) -> int:
-    from zoo.train.loop import main as train_main
-
-    return train_main(args.rest)
+    return importlib.import_module(PASSTHROUGH[command]).main(list(argv))
 
 
 # --- zoo export (ecosystem) -----------------------------------------------------------------
@@ -254,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write DST (a PyTorch file) in an external layout of the model's family instead of the zoo's "
                    "names, e.g. 'reference' (attention-transfer's model.pt7) or 'functional-zoo'")
     s.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    s.add_argument("--allow-non-finite", action="store_true",
+                   help="convert even if tensors hold NaN or inf values (refused by default)")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("parity", help="measure MindSpore vs PyTorch parity of registered models",
@@ -263,36 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("models", nargs="*", help="model names")
     s.add_argument("--all", action="store_true", help="every registered model")
     s.add_argument("--family", help="every model of one family")
-    s.add_argument("--input-size", help="e.g. 224 or 3x224x224 (default: the model's input size)")
+    s.add_argument("--input-size", type=_parse_size, help="e.g. 224 or 3x224x224 (default: the model's input size)")
     s.add_argument("--small", action="store_true", help="use each model's small test input where it has one")
     s.add_argument("--no-grad", action="store_true", help="forward and round trip only")
     s.add_argument("--modes", default="pynative,graph", help="MindSpore modes for the forward check")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    s.add_argument("--train-steps", type=int, default=0, metavar="N",
+    s.add_argument("--train-steps", type=int, default=0, metavar="N",  # 0: forward parity
                    help="training parity instead: N optimizer steps on each framework from identical weights and "
                    "batches (the trainers' own optimizers and schedules); reports loss and weight-update errors")
     s.add_argument("--opt", default="momentum,adamw", help="with --train-steps: momentum, adamw (default both)")
     s.add_argument("--recipe", help="with --train-steps: take the optimizer and schedule from this recipe")
-    s.add_argument("--batch", type=int, default=4, help="with --train-steps: batch size (default 4)")
+    s.add_argument("--batch", type=_positive_int, default=4, help="with --train-steps: batch size (default 4)")
     s.add_argument("--teacher", metavar="MODEL", help="with --train-steps: distil from this model (generic weights; "
                    "the reference's AT beta 1000 + KD alpha 0.9, T 4) and compare every loss term too")
     s.set_defaults(func=cmd_parity)
 
-    s = sub.add_parser("train", help="train from a YAML recipe, MindSpore or PyTorch (see `zoo train -h`)", add_help=False)
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_train)
-
-    s = sub.add_parser("validate", help="top-1/top-5 of a checkpoint with the model's preprocessing (see -h)",
-                       add_help=False)
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_validate)
+    sub.add_parser("train", help="train from a YAML recipe, MindSpore or PyTorch (see `zoo train -h`)")
+    sub.add_parser("validate", help="top-1/top-5 of a checkpoint with the model's preprocessing "
+                   "(see `zoo validate -h`)")
 
     s = sub.add_parser("demo", help="train on MindSpore, convert, validate on both frameworks, report",
                        description="The main job: train a small model on a real bundled dataset with MindSpore (GRAPH "
                        "mode, CPU, a few minutes), convert it to PyTorch, validate both (equal accuracy), measure "
                        "parity, save the training curve and print one report.")
     s.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    s.add_argument("--epochs", type=int, help="override the demo recipe's epochs")
+    s.add_argument("--epochs", type=_positive_int, help="override the demo recipe's epochs")
     s.add_argument("--all-models", action="store_true", help="also the parity table of every registered model (slow)")
     s.set_defaults(func=cmd_demo)
 
@@ -301,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return _passthrough(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -308,19 +360,13 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.func(args)
-    except KeyError as err:  # unknown model or family
-        print(f"zoo {args.command}: error: {err.args[0]}", file=sys.stderr)
-        return EXIT_USAGE
+    except ZooError as err:  # unknown model or family, unwritable output, ...; anything else keeps its traceback
+        return error(args.command, err)
 
 
 def run() -> None:
     """Console-script entry point."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # MindSpore 2.8's Cell.__del__ raises AttributeError at interpreter shutdown (a framework bug that
-    # prints a traceback after every run); leave without the teardown once all output is flushed.
-    os._exit(code)
+    exit_process(main())
 
 
 if __name__ == "__main__":

@@ -43,3 +43,9 @@ class Diverged(TrainingError):
 
 class ExportError(ZooError):
     """A deployment export cannot be made, or the exported model does not give the twins' outputs."""
+
+
+class WriteError(ZooError):
+    """A file cannot be written (full disk, read-only or missing folder, a destination that appeared
+    meanwhile); the message names the path and, for a full disk, the free space and the space needed.
+    Nothing is left behind: the destination keeps its old content, the temporary file is removed."""

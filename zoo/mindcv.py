@@ -30,6 +30,8 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence
 
+from zoo.errors import ZooError
+
 SCRIPTS = ("train.py", "validate.py", "train_with_func.py", "validate_with_func.py")
 # keys of mindcv's parser the model's config fills when neither the recipe nor the command line sets them
 PREPROCESS_KEYS = ("image_resize", "interpolation", "crop_pct", "mean", "std")
@@ -42,7 +44,7 @@ DIFFERENT_VALUES = {
 USAGE = __doc__.split("\n\n")[1]
 
 
-class ScriptNotFound(Exception):
+class ScriptNotFound(ZooError):
     pass
 
 
@@ -237,11 +239,9 @@ def main() -> None:
     for t in threading.enumerate():  # mindcv saves checkpoints in background threads: let them finish
         if t is not threading.main_thread() and not t.daemon:
             t.join()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED"):
-        sys.exit(code)  # msrun: a normal exit lets the framework finalise the cluster node
-    os._exit(code)  # skip MindSpore 2.8's noisy Cell.__del__ at interpreter shutdown
+    from zoo.cli import exit_process
+
+    exit_process(code)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,11 @@ The figures are only meaningful as ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import numpy as np
 
-os.environ.setdefault("GLOG_v", "3")
 
 # (label, HaloAttn arguments (dim, stride, heads, block, halo), input (C, H, W))
 CASES = (
@@ -149,8 +147,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
+    from zoo.cli import exit_process
 
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # skip MindSpore 2.8's noisy Cell.__del__ at interpreter shutdown
+    exit_process(main())

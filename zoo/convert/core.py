@@ -124,6 +124,8 @@ class Loaded:
     source: str
     notes: List[str] = field(default_factory=list)
     keep_init: Tuple[str, ...] = ()  # parameters the model keeps from its initialisation (a dropped head)
+    classes: Optional[List[str]] = None  # the classifier's label names, where the checkpoint carries them
+    file_classes: Optional[int] = None  # the number of outputs of the checkpoint's own classifier
 
 
 def _candidates(entry, ckpt: Checkpoint, layout: str, spec_for):
@@ -185,7 +187,7 @@ def load_state(model: str, source, layout: str = "auto", num_classes: Optional[i
             break
     else:
         name, tensors, mm = min(tried, key=lambda t: t[2].size)
-        hint = _suggest(entry, tensors)
+        hint = _suggest(entry, ckpt)
         raise ConversionError(
             f"{ckpt.path} does not fit {entry.name} (tried layouts: {', '.join(t[0] for t in tried)}; "
             f"closest: {name}):\n{mm.describe()}" + (f"\n  the checkpoint's shapes fit: {hint}" if hint else ""))
@@ -221,30 +223,80 @@ def load_state(model: str, source, layout: str = "auto", num_classes: Optional[i
     final = spec(entry, **{**kwargs, **build})
     mm = compare(state, final.shapes, optional=keep_init)
     if mm:
-        raise ConversionError(f"{ckpt.path} does not fit {entry.name} (layout {name}):\n{mm.describe()}")
+        hint = _suggest(entry, ckpt)
+        raise ConversionError(f"{ckpt.path} does not fit {entry.name} (layout {name}):\n{mm.describe()}"
+                              + (f"\n  the checkpoint's shapes fit: {hint}" if hint else ""))
     for k, shape in final.shapes.items():  # restore PyTorch-only counters the file did not carry
         if names.is_pt_only(k) and k not in state:
             state[k] = np.zeros(shape, dtype=np.int64)
     state = OrderedDict((k, state[k]) for k in final.shapes if k in state)
     check_aliases(state, final, ckpt.path)
-    return Loaded(state, build, final, name, ckpt.path, notes, keep_init)
+    classes = ckpt.classes
+    if classes is not None and file_classes is not None and len(classes) != file_classes:
+        notes.append(f"ignored the file's class list: {len(classes)} names for a {file_classes}-class classifier")
+        classes = None
+    if keep_init:
+        classes = None  # the classifier was dropped: its label names went with it
+    return Loaded(state, build, final, name, ckpt.path, notes, keep_init, classes, file_classes)
 
 
-def _suggest(entry, tensors) -> str:
-    """Models of the same family whose state dict the tensors fit exactly (names and shapes)."""
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "moving_mean", "moving_variance")
+
+
+def _param_count(tensors) -> int:
+    return int(sum(np.asarray(v).size for k, v in tensors.items() if not k.endswith(_BUFFERS)))
+
+
+def _suggest(entry, ckpt: Checkpoint) -> str:
+    """Registered models (of any family, any layout they import) whose state dict the checkpoint fits exactly,
+    names and shapes, with the number of classes its classifier has. Cheap filters first (the classifier's
+    name, the parameter count against the published one), so only plausible models are built (on meta)."""
     fits = []
-    for other in registry.list_models(entry.family):
+    count = _param_count(ckpt.tensors)
+    for other in registry.list_models():
         if other == entry.name:
             continue
         o = registry.get(other)
-        head = tensors.get(f"{o.classifier}.weight")
-        try:
-            sp = spec(o, num_classes=head.shape[0] if head is not None else None)
-        except Exception:  # a family member that cannot be built with these arguments
+        if o.published.params and not 0.5 * o.published.params <= count <= 1.5 * o.published.params:
             continue
-        if not compare(tensors, sp.shapes):
-            fits.append(other)
+        for layout, tensors in _candidates_quiet(o, ckpt, None):
+            head = tensors.get(f"{o.classifier}.weight")
+            if head is None or getattr(head, "ndim", 0) < 1:
+                continue
+            extra = {}
+            if o.infer_kwargs is not None:
+                try:
+                    extra = o.infer_kwargs(tensors)
+                except Exception:
+                    continue
+            classes = int(head.shape[0])
+            try:
+                sp = spec(o, num_classes=classes, **extra)
+            except Exception:  # a model that cannot be built with these arguments
+                continue
+            if not compare(tensors, sp.shapes):
+                shown = f"{other} (num_classes={classes})" if classes != o.num_classes else other
+                fits.append(shown + ("" if layout.startswith("zoo") else f", layout {layout}"))
+                break
     return ", ".join(fits)
+
+
+_MS_SUFFIXES = (".gamma", ".beta", ".moving_mean", ".moving_variance")
+
+
+def _candidates_quiet(entry, ckpt: Checkpoint, spec_: Optional[Spec]):
+    """The ways a suggestion reads the tensors as ``entry``'s: the zoo's names (MindSpore's only if the file
+    uses them), then each layout the family imports; an importer that cannot read them yields nothing."""
+    yield "zoo", ckpt.tensors
+    if any(k.endswith(_MS_SUFFIXES) for k in ckpt.tensors):
+        sp = spec_ or spec(entry)
+        yield "zoo (MindSpore names)", _expand_aliases(
+            OrderedDict((sp.ms_to_pt.get(k, k), v) for k, v in ckpt.tensors.items()), sp)
+    for name in entry.layouts:
+        try:
+            yield name, get_importer(entry.family, name)(ckpt.tensors)
+        except Exception:
+            continue
 
 
 # --- framework state <-> canonical ----------------------------------------------------------------
@@ -336,22 +388,32 @@ def target_framework(dst: str, to: Optional[str]) -> str:
 
 
 def convert_file(model: str, src: str, dst: str, to: Optional[str] = None, layout: str = "auto",
-                 force: bool = False, to_layout: Optional[str] = None, **kwargs) -> Loaded:
+                 force: bool = False, allow_non_finite: bool = False, to_layout: Optional[str] = None,
+                 **kwargs) -> Loaded:
     """Convert ``src`` (any supported format and layout) into ``dst`` for ``to`` ('ms' or 'pt').
 
     Checks the destination before reading anything, verifies that the result fills every parameter
-    of the target twin, and writes atomically. Returns what was loaded (notes included).
+    of the target twin, casts every tensor to the dtype the model uses (with a note), refuses NaN/inf
+    values unless ``allow_non_finite``, and writes atomically (exclusively unless ``force``). The class
+    list travels along where the source carries one. Returns what was loaded (notes included).
     ``to_layout`` writes an external layout of the model's family instead (a PyTorch file the reference
     code loads, e.g. attention-transfer's ``model.pt7``).
     """
+    from zoo.files import clean_stale_partials, disk_full, free_space
+
     if to_layout is not None:
-        return _export_file(model, src, dst, to_layout, layout, force, **kwargs)
+        return _export_file(model, src, dst, to_layout, layout, force, allow_non_finite, **kwargs)
     framework = target_framework(dst, to)
     check_destination(dst, force)
     if os.path.abspath(src) == os.path.abspath(dst):
         raise ConversionError("the source and the destination are the same file")
+    folder = os.path.dirname(os.path.abspath(dst))
+    clean_stale_partials(folder)
     loaded = load_state(model, src, layout=layout, **kwargs)
     entry = registry.get(model)
+    cast_to_model_dtypes(entry, loaded, {**kwargs, **loaded.kwargs})
+    if not allow_non_finite:
+        refuse_non_finite_tensors(loaded)
     if framework == "ms":
         params = to_ms(loaded.state, loaded.spec)
         net = entry.builder("ms")(**build_kwargs(entry, **{**kwargs, **loaded.kwargs}))
@@ -359,14 +421,20 @@ def convert_file(model: str, src: str, dst: str, to: Optional[str] = None, layou
         out = params
     else:
         out = loaded.state
-    write_checkpoint(out, dst, framework, force=force, metadata={"model": model})
+    need = int(sum(v.nbytes for v in out.values()))
+    free = free_space(folder)
+    if free is not None and free < need:
+        raise ConversionError(disk_full(dst, need, folder).message)
+    write_checkpoint(out, dst, framework, force=force, metadata={"model": model}, classes=loaded.classes)
     return loaded
 
 
-def _export_file(model: str, src: str, dst: str, to_layout: str, layout: str, force: bool, **kwargs) -> Loaded:
+def _export_file(model: str, src: str, dst: str, to_layout: str, layout: str, force: bool, allow_non_finite: bool,
+                 **kwargs) -> Loaded:
     from zoo.convert.io import TORCH_SUFFIXES
     from zoo.convert.layouts import get_exporter
-    from zoo.files import atomic_write
+    from zoo.errors import WriteError
+    from zoo.files import atomic_write, clean_stale_partials
 
     entry = registry.get(model)
     export = get_exporter(entry.family, to_layout)
@@ -375,7 +443,11 @@ def _export_file(model: str, src: str, dst: str, to_layout: str, layout: str, fo
     check_destination(dst, force)
     if os.path.abspath(src) == os.path.abspath(dst):
         raise ConversionError("the source and the destination are the same file")
+    clean_stale_partials(os.path.dirname(os.path.abspath(dst)))
     loaded = load_state(model, src, layout=layout, **kwargs)
+    cast_to_model_dtypes(entry, loaded, {**kwargs, **loaded.kwargs})
+    if not allow_non_finite:
+        refuse_non_finite_tensors(loaded)
     obj = export(entry, loaded.state)
 
     def write(tmp):
@@ -383,8 +455,44 @@ def _export_file(model: str, src: str, dst: str, to_layout: str, layout: str, fo
         torch.save(obj, tmp)
 
     try:
-        atomic_write(dst, write)
-    except OSError as err:
-        raise ConversionError(f"{dst}: writing failed ({err}); nothing was written") from None
+        atomic_write(dst, write, overwrite=force)
+    except WriteError as err:
+        raise ConversionError(err.message) from None
     loaded.layout = f"{loaded.layout} -> {to_layout}"
     return loaded
+
+
+def model_dtypes(entry, build: dict) -> Dict[str, np.dtype]:
+    """The numpy dtype of every state-dict entry of the PyTorch twin (built on the meta device)."""
+    import torch
+
+    with torch.device("meta"):
+        m = entry.builder("pt")(**build_kwargs(entry, **build))
+    return {k: torch.empty(0, dtype=v.dtype).numpy().dtype for k, v in m.state_dict().items()}
+
+
+def cast_to_model_dtypes(entry, loaded: Loaded, build: dict) -> None:
+    """Cast the state to the dtypes the model uses (a float16 or int64 tensor in a float32 model), with a note."""
+    dtypes = model_dtypes(entry, build)
+    cast = {}
+    for k, v in loaded.state.items():
+        want = dtypes.get(k)
+        if want is not None and v.dtype != want:
+            cast.setdefault(f"{v.dtype} -> {want}", []).append(k)
+            loaded.state[k] = v.astype(want)
+    for change, keys in cast.items():
+        shown = ", ".join(keys[:3]) + (f", ... ({len(keys) - 3} more)" if len(keys) > 3 else "")
+        loaded.notes.append(f"cast {len(keys)} tensor(s) {change}, the model's dtype: {shown}")
+
+
+def refuse_non_finite_tensors(loaded: Loaded) -> None:
+    bad = []
+    for k, v in loaded.state.items():
+        if v.dtype.kind in "fc":
+            n = int(v.size - np.isfinite(v).sum())
+            if n:
+                bad.append(f"{k} ({n} of {v.size} values)")
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad) - 5} more tensors)" if len(bad) > 5 else "")
+        raise ConversionError(f"{loaded.source}: {len(bad)} tensor(s) hold NaN or inf values: {shown}. A model with "
+                              "them computes NaN; if you want the file converted anyway, pass --allow-non-finite")

@@ -3,14 +3,22 @@
 Reads ``.pth/.pt/.pth.tar/.bin`` with ``torch.load(weights_only=True)`` (a pickle that carries code
 is refused, never executed), ``.safetensors``, and MindSpore ``.ckpt``. Training wrappers are
 removed (a ``state_dict``/``model``/``params``... entry, a ``module.`` prefix), and optimizer state
-is dropped with a note. Writes go to a temporary file next to the destination and are renamed into
-place only once complete, so a failure never leaves a half-written destination.
+is dropped with a note. Writes go through ``zoo.files.atomic_write``: a temporary file next to the
+destination, published only once complete (exclusively, without ``force``), so a failure never leaves a
+half-written destination or a temporary file.
+
+The class list (the label order of the classifier's outputs) travels with the weights where the trainer
+or the converter wrote it: a ``zoo.classes`` string entry in a ``.ckpt``, ``classes`` in a
+``.safetensors`` header, a ``classes`` entry of a training ``.pth`` or ``zoo:classes`` in a state dict's
+``_metadata`` (a plain state dict stays loadable with ``load_state_dict``).
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
-import tempfile
+import re
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -18,7 +26,11 @@ from typing import Dict, List, Optional
 import numpy as np
 
 
-from zoo.errors import ConversionError  # noqa: E402,F401  (re-exported: zoo.convert.ConversionError)
+from zoo.errors import ConversionError, WriteError  # noqa: E402,F401  (re-exported: zoo.convert.ConversionError)
+from zoo.files import atomic_write
+
+CLASSES_KEY = "zoo.classes"  # .ckpt string entry; "classes" in safetensors metadata and training .pth files
+PT_METADATA_KEY = "zoo:classes"  # in a state dict's _metadata (no module path can be spelled with ':')
 
 
 TORCH_SUFFIXES = (".pth.tar", ".pth", ".pt", ".pt7", ".bin", ".tar")  # .pt7: attention-transfer's model.pt7
@@ -51,6 +63,7 @@ class Checkpoint:
     path: str
     fmt: str  # 'torch', 'safetensors' or 'ms'
     notes: List[str] = field(default_factory=list)
+    classes: Optional[List[str]] = None  # the classifier's label names, where the file carries them
 
 
 def file_format(path: str) -> str:
@@ -77,8 +90,9 @@ def read_checkpoint(path: str) -> Checkpoint:
     if os.path.getsize(path) == 0:
         raise ConversionError(f"{path}: the file is empty")
     notes: List[str] = []
+    meta: dict = {}
     reader = {"torch": _read_torch, "safetensors": _read_safetensors, "ms": _read_ms}[fmt]
-    tensors = reader(path, notes)
+    tensors = reader(path, notes, meta)
     tensors = _strip_prefix(tensors, "module.", notes)
     dropped = [k for k in tensors if is_optimizer_key(k)]
     if dropped:
@@ -88,7 +102,19 @@ def read_checkpoint(path: str) -> Checkpoint:
         notes.append(f"dropped {len(dropped)} optimizer/training-state entries ({shown})")
     if not tensors:
         raise ConversionError(f"{path}: no weight tensors found in the file")
-    return Checkpoint(tensors, path, fmt, notes)
+    return Checkpoint(tensors, path, fmt, notes, _classes(meta.get("classes")))
+
+
+def _classes(value) -> Optional[List[str]]:
+    """A class list from what a file holds (a JSON string or a list of strings); None if absent or malformed."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, (list, tuple)) and value and all(isinstance(c, str) for c in value):
+        return list(value)
+    return None
 
 
 def _corrupt(path: str, err: Exception) -> ConversionError:
@@ -96,7 +122,10 @@ def _corrupt(path: str, err: Exception) -> ConversionError:
                            f"{str(err).splitlines()[0] if str(err) else ''})")
 
 
-def _read_torch(path: str, notes: List[str]):
+def load_torch(path: str, map_location="cpu"):
+    """``torch.load(weights_only=True)`` with the zoo's messages: a file that would need code to unpickle is
+    refused (never run), a corrupt one is called corrupt; torch's own advice to disable the safe loader is
+    not relayed."""
     import argparse
 
     import torch
@@ -105,20 +134,64 @@ def _read_torch(path: str, notes: List[str]):
         # timm's CheckpointSaver (the VAN training script's) stores the run's argparse.Namespace under
         # 'args'; a Namespace only holds attributes, so it is allowed next to tensors and containers
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Unsupported" in str(err) or "global" in str(err).lower():
+        if _pickle_imports(path):
             raise ConversionError(
                 f"{path}: refused to load: the file holds Python objects other than tensors and plain containers, "
                 "and unpickling them could run code. Loading uses torch.load(weights_only=True). If you trust the "
                 "file, load it yourself and re-save only its state_dict.") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", str(err))
+        raise ConversionError(f"{path}: cannot read the checkpoint; the file is truncated or corrupt, or not a "
+                              f"PyTorch checkpoint ({detail.group(1) if detail else 'not a valid pickle'})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as err:
         raise _corrupt(path, err) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as err:
-        raise _corrupt(path, err) from None
-    return _flatten_weights(obj, path, notes)
 
 
-def _flatten_weights(obj, path: str, notes: List[str]):
+def _pickle_imports(path: str) -> bool:
+    """Whether the file's pickles (the ``data.pkl`` of a torch zip, or the pickles a legacy file starts with) import
+    anything: read with ``pickletools.genops``, which parses opcodes and runs nothing. Only complete pickles count,
+    so random bytes (which a parser may read as an import before failing) are corrupt, not dangerous."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(member) if member else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(1 << 24)
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False
+    imports = ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX")
+    pos = 0
+    for _ in range(5):  # a legacy torch file: magic number, protocol, system info, then the object
+        found, end = False, None
+        try:
+            for op, _, at in pickletools.genops(data[pos:]):
+                found = found or op.name in imports
+                if op.name == "STOP":
+                    end = pos + at + 1
+        except Exception:  # not a complete pickle: corrupt, not dangerous
+            return False
+        if found:
+            return True
+        if end is None or end >= len(data):
+            return False
+        pos = end
+    return False
+
+
+def _read_torch(path: str, notes: List[str], meta: dict):
+    obj = load_torch(path)
+    if isinstance(obj, dict):
+        if "classes" in obj and _classes(obj.get("classes")):
+            meta["classes"] = obj["classes"]
+    return _flatten_weights(obj, path, notes, meta)
+
+
+def _flatten_weights(obj, path: str, notes: List[str], meta: Optional[dict] = None):
     """Find the weights in a loaded object: a flat name->tensor dict, possibly inside a wrapper."""
     import torch
 
@@ -149,6 +222,9 @@ def _flatten_weights(obj, path: str, notes: List[str]):
             ignored = [k for k in obj if k not in tensors]
             notes.append(f"ignored non-tensor entries: {', '.join(map(str, ignored[:6]))}")
             obj = tensors
+    pt_meta = getattr(obj, "_metadata", None)
+    if meta is not None and isinstance(pt_meta, dict) and isinstance(pt_meta.get(PT_METADATA_KEY), dict):
+        meta.setdefault("classes", pt_meta[PT_METADATA_KEY].get("classes"))
     out, widened = OrderedDict(), 0
     for k, v in obj.items():
         if isinstance(v, torch.Tensor):
@@ -161,10 +237,15 @@ def _flatten_weights(obj, path: str, notes: List[str]):
     return out
 
 
-def _read_safetensors(path: str, notes: List[str]):
-    from safetensors import SafetensorError
+def _read_safetensors(path: str, notes: List[str], meta: dict):
+    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
+    try:
+        with safe_open(path, "np") as f:
+            meta.update(f.metadata() or {})
+    except Exception:  # the header is read again (and reported) below
+        pass
     try:
         return OrderedDict(load_file(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -176,7 +257,7 @@ def _read_safetensors(path: str, notes: List[str]):
         return _flatten_weights(load_torch(path), path, notes)
 
 
-def _read_ms(path: str, notes: List[str]):
+def _read_ms(path: str, notes: List[str], meta: dict):
     import mindspore as ms
 
     try:
@@ -185,6 +266,10 @@ def _read_ms(path: str, notes: List[str]):
         raise _corrupt(path, err) from None
     out = OrderedDict()
     for k, p in params.items():
+        if isinstance(p, str):  # append_dict strings: the class list, nothing to load
+            if k == CLASSES_KEY:
+                meta["classes"] = p
+            continue
         out[k] = p.asnumpy() if hasattr(p, "asnumpy") else np.asarray(p)
     return out
 
@@ -213,11 +298,13 @@ def check_destination(dst: str, force: bool) -> None:
 
 
 def write_checkpoint(tensors: Dict[str, np.ndarray], dst: str, framework: str, force: bool = False,
-                     metadata: Optional[Dict[str, str]] = None) -> None:
+                     metadata: Optional[Dict[str, str]] = None, classes: Optional[List[str]] = None) -> None:
     """Write ``tensors`` (already in ``framework``'s names) to ``dst`` atomically.
 
     The format follows the suffix: ``.ckpt`` (MindSpore), ``.safetensors`` (either framework's
-    names), ``.pth``/``.pt``/``.bin`` (a plain PyTorch state_dict).
+    names), ``.pth``/``.pt``/``.bin`` (a plain PyTorch state_dict). ``classes`` (the label names, in
+    the classifier's order) is stored with the weights. Without ``force`` the file is published so
+    that it fails if ``dst`` appeared meanwhile.
     """
     dst = os.fspath(dst)
     check_destination(dst, force)
@@ -226,29 +313,47 @@ def write_checkpoint(tensors: Dict[str, np.ndarray], dst: str, framework: str, f
         raise ConversionError(f"{dst}: a .ckpt file holds MindSpore weights; use .pth or .safetensors for PyTorch")
     if fmt == "torch" and framework != "pt":
         raise ConversionError(f"{dst}: a {os.path.splitext(dst)[1]} file holds PyTorch weights; use .ckpt or .safetensors for MindSpore")
-    suffix = ".ckpt" if fmt == "ms" else os.path.splitext(dst)[1]
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial" + suffix,
-                                   dir=os.path.dirname(os.path.abspath(dst)))
-        os.close(fd)
-    except OSError as err:
-        raise ConversionError(f"{dst}: cannot create a file there ({err.strerror}); nothing was written") from None
-    try:
+    size = int(sum(np.asarray(v).nbytes for v in tensors.values()))
+
+    def write(tmp):
         if fmt == "ms":
             import mindspore as ms
-            ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in tensors.items()], tmp)
-            os.chmod(tmp, 0o644)
+            extra = {CLASSES_KEY: json.dumps(list(classes))} if classes else None
+            with quiet_mindspore_logger():
+                ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in tensors.items()], tmp,
+                                   append_dict=extra)
         elif fmt == "safetensors":
             from safetensors.numpy import save_file
             meta = {"format": framework, **(metadata or {})}
+            if classes:
+                meta["classes"] = json.dumps(list(classes))
             save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=meta)
         else:
             import torch
-            torch.save(OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in tensors.items()), tmp)
-        os.replace(tmp, dst)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, (OSError, RuntimeError, ValueError)):
-            raise ConversionError(f"{dst}: writing failed ({err}); nothing was written") from None
-        raise
+            sd = OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in tensors.items())
+            if classes:
+                sd._metadata = OrderedDict([(PT_METADATA_KEY, {"classes": list(classes)})])
+            torch.save(sd, tmp)
+
+    try:
+        atomic_write(dst, write, overwrite=force, size_hint=size)
+    except WriteError as err:
+        raise ConversionError(err.message) from None
+
+
+class quiet_mindspore_logger:
+    """MindSpore logs a CRITICAL line of its own when a save fails; the zoo's error says it better."""
+
+    def __enter__(self):
+        import logging
+
+        from mindspore import log as ms_log
+
+        self.logger = ms_log._get_logger()
+        self.level = self.logger.level
+        self.logger.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+        return False

@@ -11,9 +11,12 @@ PyTorch trainer, so both frameworks see identical inputs. Supported layouts:
 - ``digits``: scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes; no files,
   nothing downloaded), upsampled to 32 px RGB, with a fixed stratified 80/20 train/val split.
 
-A missing or malformed dataset raises ``DatasetError`` naming the path and the expected layout. An
-image that cannot be decoded is reported by file name and replaced by the next readable one, so one
-bad file does not stop a long run.
+A missing or malformed dataset raises ``DatasetError`` naming the path and the expected layout; an
+empty class folder is a warning. Images become 8-bit RGB: 16-bit greyscale is scaled (65535 -> 255),
+float greyscale in [0, 1] too, anything without a known scale (32-bit integers, floats outside [0, 1])
+is refused by name. In training, an image that cannot be decoded is reported by file name and replaced
+by the next readable one, so one bad file does not stop a long run; validation (``Source.read``)
+excludes it instead. ``Source.probe`` finds a split where no image can be read before any work starts.
 """
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ class Source:
     files: Optional[List[str]] = None  # image files (decoded on access)
     images: Optional[np.ndarray] = None  # (N, H, W, 3) uint8
     bad_files: List[str] = field(default_factory=list)
+    error: Optional[DatasetError] = None  # set when no image of the split could be read
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -79,18 +83,96 @@ class Source:
             try:
                 return decode(self.files[i]), np.int32(self.labels[i])
             except Exception as err:  # PIL raises many types for broken files
-                if self.files[i] not in self.bad_files:
-                    self.bad_files.append(self.files[i])
-                    log.warning("unreadable image skipped: %s (%s: %s); using the next sample instead",
-                                self.files[i], type(err).__name__, err)
-        raise DatasetError(f"no readable image in {self.name}/{self.split}")
+                self._report(i, err, "using the next sample instead")
+        self.error = DatasetError(f"no image of {self.name} split '{self.split}' can be read "
+                                  f"({len(self.bad_files)} unreadable, e.g. {', '.join(self.bad_files[:3])})")
+        raise self.error
+
+    def read(self, index: int) -> Optional[np.ndarray]:
+        """The image of sample ``index``, or None (reported by file name) if it cannot be read."""
+        if self.images is not None:
+            return self.images[index]
+        try:
+            return decode(self.files[index])
+        except Exception as err:
+            self._report(index, err, "excluded")
+            return None
+
+    def _report(self, i: int, err: Exception, action: str) -> None:
+        if self.files[i] not in self.bad_files:
+            self.bad_files.append(self.files[i])
+            reason = err.args[0] if isinstance(err, DatasetError) else f"{type(err).__name__}: {err}"
+            log.warning("unreadable image skipped: %s (%s); %s", self.files[i], reason, action)
+
+    def probe(self, samples: int = 50, seed: int = 0) -> None:
+        """Decode images of a random sample until one works; ``DatasetError`` if none of ``samples`` does."""
+        if self.files is None or not len(self):
+            return
+        order = np.random.default_rng(seed).permutation(len(self))[:samples]
+        errors = []
+        for i in order:
+            try:
+                decode(self.files[i])
+                return
+            except Exception as err:
+                why = err.args[0] if isinstance(err, DatasetError) else type(err).__name__
+                errors.append(f"{self.files[i]} ({why})")
+        self.error = DatasetError(
+            f"{'none' if len(order) == len(self) else f'none of {len(order)} sampled'} of the {len(self)} images of "
+            f"{self.name} split '{self.split}' can be read: {'; '.join(errors[:3])}"
+            + (f"; ... ({len(errors) - 3} more)" if len(errors) > 3 else "") + ". Check the files (are they images?)")
+        raise self.error
+
+
+def remap(source: Source, classes: Sequence[str], whose: str = "the checkpoint") -> Source:
+    """``source`` with its labels renumbered to the order of ``classes`` (matched by name): a split that
+    lacks some classes keeps the right labels; one with a class ``classes`` lacks is a ``DatasetError``."""
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    extra = [c for c in source.classes if c not in index]
+    if extra:
+        raise DatasetError(f"{source.name} split '{source.split}' has {len(source.classes)} classes, {len(extra)} of "
+                           f"them unknown to {whose} ({len(classes)} classes): {', '.join(extra[:5])}"
+                           + (", ..." if len(extra) > 5 else ""))
+    table = np.asarray([index[c] for c in source.classes], np.int64)
+    labels = table[source.labels] if len(source.labels) else source.labels
+    return Source(source.name, source.split, classes, labels, files=source.files, images=source.images,
+                  bad_files=source.bad_files)
+
+
+class UnsupportedImage(DatasetError):
+    """An image whose pixel values have no known scale to 8 bits."""
 
 
 def decode(path: str) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array (high bit depths scaled, unknown scales refused)."""
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return to_rgb8(im, path)
+
+
+def to_rgb8(im, path: str = "image") -> np.ndarray:
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im)
+    if mode.startswith("I"):  # 16-bit (I;16*) or 32-bit integer greyscale
+        a = np.asarray(im).astype(np.int64)
+        if mode == "I" and a.size and (a.min() < 0 or a.max() > 65535):
+            raise UnsupportedImage(f"{path}: 32-bit integer pixels ({a.min()} to {a.max()}) have no known scale; "
+                                   "save it as an 8- or 16-bit image")
+        return _grey(np.round(a / 257.0))
+    if mode == "F":
+        a = np.asarray(im, np.float64)
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+            raise UnsupportedImage(f"{path}: floating-point pixels outside [0, 1] (from {np.nanmin(a):g} to "
+                                   f"{np.nanmax(a):g}) have no known scale; save it as an 8- or 16-bit image")
+        return _grey(np.round(a * 255.0))
+    return np.asarray(im.convert("RGB"))
+
+
+def _grey(a: np.ndarray) -> np.ndarray:
+    return np.repeat(np.clip(a, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def open_dataset(name: str, root: str, split: str, classes: Optional[Sequence[str]] = None) -> Source:
@@ -122,11 +204,16 @@ def _image_folder(name, root, split, classes):
     if unknown:
         raise _error(name, path, f"class folders not in the training split: {', '.join(unknown[:5])}")
     index = {c: i for i, c in enumerate(classes)}
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for c in found:
         imgs = _list_images(os.path.join(path, c))
+        if not imgs:
+            empty.append(c)
         files += imgs
         labels += [index[c]] * len(imgs)
+    if empty and files:
+        log.warning("%s: %d class folder(s) hold no images: %s; %s", path, len(empty), ", ".join(empty[:10]),
+                    "those classes are never trained on" if classes is found else "those classes are not evaluated")
     if not files:
         raise _error(name, path, "the class folders hold no images")
     return Source(name, split, classes, np.asarray(labels, np.int64), files=files)

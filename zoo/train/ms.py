@@ -7,6 +7,7 @@ the weights, the optimizer state and ``train_state.*`` entries for the training 
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -16,22 +17,21 @@ from zoo.train.config import TrainConfig
 from zoo.errors import TrainingError
 from zoo.files import atomic_write
 from zoo.train import distill
-from zoo.train.loop import decayed, refuse_non_finite
+from zoo.train.common import decayed, launched_by_msrun, mismatch_message, refuse_non_finite
 
 STATE_PREFIX = "train_state."  # training-position entries in checkpoints (zoo convert drops them)
 ADAM_FAMILY = ("adam", "adamw", "lamb", "nadam", "adan", "lion")
 
 
-def launched_by_msrun() -> bool:
-    """msrun starts a scheduler (MS_SCHED) and the workers (MS_WORKER), all running the training script;
-    each must call ``init()`` (the scheduler's serves the cluster and ends the process when the workers finish)."""
-    return os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") and int(os.environ.get("MS_WORKER_NUM", "1")) > 1
-
-
 def check_device(cfg: TrainConfig) -> None:
-    """Settings MindSpore would reject with a traceback deep inside, said plainly before anything is built."""
-    from zoo.train.config import ConfigError
+    """Settings MindSpore would reject with a traceback deep inside, said plainly before anything is built.
+    ``device_target: auto`` becomes the installed build's default device (what mindcv's train.py uses)."""
+    from zoo.errors import ConfigError
 
+    if cfg.device_target == "auto":
+        import mindspore as ms
+
+        cfg.device_target = ms.get_context("device_target")
     if cfg.device_target == "CPU" and (cfg.loss_scale_type == "dynamic" or cfg.drop_overflow_update):
         raise ConfigError("loss_scale_type: dynamic / drop_overflow_update: MindSpore supports neither on CPU; for a "
                           "CPU run pass --amp_level O0 --loss_scale_type fixed --loss_scale 1 --drop_overflow_update "
@@ -45,6 +45,9 @@ def check_device(cfg: TrainConfig) -> None:
                           "--distribute False for one device (msrun with several workers turns it on by itself)")
 
 
+check = check_device  # the loop calls <backend module>.check(cfg) before anything else
+
+
 class MindSporeBackend:
     framework, suffix = "ms", ".ckpt"
 
@@ -52,9 +55,8 @@ class MindSporeBackend:
         import mindspore as ms
 
         self.cfg = cfg
-        if cfg.device_target == "auto":  # the installed build's default device (what mindcv's train.py uses)
-            cfg.device_target = ms.get_context("device_target")
-        check_device(cfg)
+        self.classes = None  # the label names, stored in every checkpoint (set by the loop)
+        check_device(cfg)  # resolves device_target 'auto'
         ms.set_context(mode=cfg.mode)
         try:
             ms.set_device(cfg.device_target)
@@ -170,16 +172,21 @@ class MindSporeBackend:
         (a step's loss is computed before its update, so the weights after it are checked here)."""
         import mindspore as ms
 
-        bad = [p.name for p in self.step.get_parameters() if distill.is_student_param(p.name)
-               and p.dtype in (ms.float32, ms.float16) and not np.isfinite(p.asnumpy()).all()]
+        from zoo.convert.io import CLASSES_KEY, quiet_mindspore_logger
+
+        params = [p for p in self.step.get_parameters() if distill.is_student_param(p.name)]
+        arrays = [(p.name, p.dtype, p.asnumpy()) for p in params]
+        bad = [n for n, dt, a in arrays if dt in (ms.float32, ms.float16) and not np.isfinite(a).all()]
         refuse_non_finite(bad, state, path)
+        extra = {STATE_PREFIX + k: v for k, v in state.items()}
+        if self.classes:
+            extra[CLASSES_KEY] = json.dumps(list(self.classes))
 
         def write(tmp):  # the student only: a teacher's parameters stay out of the student's checkpoints
-            ms.save_checkpoint(self.step, tmp, append_dict={STATE_PREFIX + k: v for k, v in state.items()},
-                               choice_func=distill.is_student_param)
-            os.chmod(tmp, 0o644)
+            with quiet_mindspore_logger():
+                ms.save_checkpoint(self.step, tmp, append_dict=extra, choice_func=distill.is_student_param)
 
-        atomic_write(path, write)
+        atomic_write(path, write, size_hint=int(sum(a.nbytes for _, _, a in arrays)))
 
     def load(self, path: str) -> dict:
         """Restore weights and optimizer state; returns the training position."""
@@ -191,23 +198,34 @@ class MindSporeBackend:
             params = ms.load_checkpoint(path)
         except Exception as err:
             raise TrainingError(f"--resume {path}: cannot read the checkpoint ({type(err).__name__}: {err})") from None
-        state = {k[len(STATE_PREFIX):]: params.pop(k).asnumpy().item() for k in list(params)
-                 if k.startswith(STATE_PREFIX)}
+        state = {k[len(STATE_PREFIX):]: (v if isinstance(v, str) else v.asnumpy().item())
+                 for k, v in [(k, params.pop(k)) for k in list(params) if k.startswith(STATE_PREFIX)]}
+        for k in [k for k, v in params.items() if isinstance(v, str)]:  # the class list and other notes
+            params.pop(k)
         if "epoch" not in state:
             raise TrainingError(f"--resume {path}: not a training checkpoint of this trainer (no training position); "
                                 "to start from its weights use ckpt_path instead")
         params.pop("learning_rate", None)  # the schedule comes from the recipe
-        own = {p.name for p in self.step.get_parameters() if distill.is_student_param(p.name)} - {"learning_rate"}
+        own = {p.name for p in self.step.get_parameters() if distill.is_student_param(p.name)}
+        own.discard("learning_rate")
         missing, unexpected = sorted(own - set(params)), sorted(set(params) - own)
         if missing or unexpected:
-            raise TrainingError(f"--resume {path}: the checkpoint does not match this model and optimizer "
-                                f"(missing {missing[:5]}, unexpected {unexpected[:5]}); was it saved with another recipe?")
+            raise TrainingError(mismatch_message(path, missing, unexpected, state.get("model"), self.cfg.model))
         ms.load_param_into_net(self.step, params, strict_load=True)
         return state
 
 
+def param_groups(params, cfg: TrainConfig) -> list:
+    """Explicit weight-decay groups for every ``weight_decay_filter`` (``zoo.train.common.decayed`` on the
+    MindSpore names), so mindcv and MindSpore apply no rule of their own and PyTorch can match exactly."""
+    decay = [p for p in params if decayed(p.name, p.ndim, cfg)]
+    keep = [p for p in params if not decayed(p.name, p.ndim, cfg)]
+    groups = [{"params": g, "weight_decay": wd} for g, wd in ((decay, cfg.weight_decay), (keep, 0.0)) if g]
+    return groups + [{"order_params": list(params)}]
+
+
 def build_optimizer(net, cfg: TrainConfig, lr_schedule):
-    """mindcv's create_optimizer; our parameter groups when the filter is timm's '1d_and_bias'."""
+    """mindcv's create_optimizer, given our parameter groups (its 'auto' filter passes groups through)."""
     from mindcv.optim import create_optimizer
 
     kwargs = {}
@@ -216,18 +234,15 @@ def build_optimizer(net, cfg: TrainConfig, lr_schedule):
     if cfg.opt.lower() in ("adam", "adamw"):
         kwargs["eps"] = cfg.eps  # mindcv's own eps argument only reaches RMSProp
     fixed_scale = cfg.loss_scale if cfg.loss_scale_type == "fixed" and not cfg.drop_overflow_update else 1.0
-    if cfg.weight_decay_filter == "1d_and_bias":
-        params = net.trainable_params()
-        decay = [p for p in params if decayed(p.name, p.ndim, cfg)]
-        keep = [p for p in params if not decayed(p.name, p.ndim, cfg)]
-        params = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0},
-                  {"order_params": params}]
-        wd_filter = "auto"  # 'auto' hands our groups through unchanged
-    else:
-        params, wd_filter = net.trainable_params(), cfg.weight_decay_filter
+    params = param_groups(net.trainable_params(), cfg)
     logging.getLogger("mindcv.optim.optim_factory").setLevel(logging.ERROR)  # its 'auto' warning
     return create_optimizer(params, opt=cfg.opt, lr=lr_schedule, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                            nesterov=cfg.use_nesterov, weight_decay_filter=wd_filter, loss_scale=fixed_scale, **kwargs)
+                            nesterov=cfg.use_nesterov, weight_decay_filter="auto", loss_scale=fixed_scale, **kwargs)
+
+
+def decayed_names(opt) -> set:
+    """The parameters a built MindSpore optimizer decays (its own decay flags)."""
+    return {p.name for p, flag in zip(opt.parameters, opt.decay_flags) if flag} if opt.exec_weight_decay else set()
 
 
 def build_train_step(net, loss_fn, opt, cfg: TrainConfig):

@@ -22,9 +22,46 @@ from zoo.train.config import TrainConfig
 from zoo.errors import TrainingError
 from zoo.files import atomic_write
 from zoo.train import distill
-from zoo.train.loop import decayed, refuse_non_finite
+from zoo.train.common import decayed, mismatch_message, refuse_non_finite
 
 SUPPORTED_OPT = ("sgd", "momentum", "nesterov", "adam", "adamw")
+
+
+def check(cfg: TrainConfig) -> None:
+    """What the PyTorch trainer cannot run, said before anything is built (``device_target: auto`` becomes
+    GPU if torch sees CUDA, else CPU)."""
+    from zoo.errors import ConfigError
+
+    if cfg.device_target == "auto":
+        import torch
+
+        cfg.device_target = "GPU" if torch.cuda.is_available() else "CPU"
+    if cfg.opt.lower() not in SUPPORTED_OPT:
+        raise ConfigError(f"opt: the PyTorch trainer supports {', '.join(SUPPORTED_OPT)}, not {cfg.opt!r}")
+    if cfg.loss.upper() != "CE":
+        raise ConfigError(f"loss: the PyTorch trainer supports CE, not {cfg.loss!r}")
+    if cfg.device_target not in ("CPU", "GPU"):
+        raise ConfigError(f"device_target: the PyTorch trainer runs on CPU or GPU, not {cfg.device_target}")
+
+
+def param_groups(model, cfg: TrainConfig) -> list:
+    """Weight-decay groups decided on the MindSpore names (``zoo.train.common.decayed``), as the MindSpore
+    backend decides them: both frameworks decay exactly the same parameters for every filter."""
+    from zoo.convert.names import name_map
+
+    ms_names = name_map(model)
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:  # a frozen tensor (MindSpore: not a trainable parameter) is not optimized
+            continue
+        (decay if decayed(ms_names.get(name, name), p.ndim, cfg) else keep).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
+
+def decayed_names(model, opt) -> set:
+    """The parameters (PyTorch names) a built optimizer decays."""
+    ids = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 class PyTorchBackend:
@@ -34,14 +71,10 @@ class PyTorchBackend:
         import torch
 
         self.cfg = cfg
-        if cfg.opt.lower() not in SUPPORTED_OPT:
-            raise TrainingError(f"opt: the PyTorch trainer supports {', '.join(SUPPORTED_OPT)}, not {cfg.opt!r}")
-        if cfg.loss.upper() != "CE":
-            raise TrainingError(f"loss: the PyTorch trainer supports CE, not {cfg.loss!r}")
+        self.classes = None  # the label names, stored in every checkpoint (set by the loop)
+        check(cfg)
         self.rank, self.world, self.ddp = 0, 1, False
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        if cfg.device_target == "auto":
-            cfg.device_target = "GPU" if torch.cuda.is_available() else "CPU"
         if cfg.device_target == "GPU":
             if not torch.cuda.is_available():
                 raise TrainingError("device_target: GPU was asked for but torch sees no CUDA device")
@@ -49,10 +82,8 @@ class PyTorchBackend:
             torch.cuda.set_device(self.device)
             torch.backends.cuda.matmul.allow_tf32 = False  # parity with the float32 MindSpore run
             torch.backends.cudnn.allow_tf32 = False
-        elif cfg.device_target == "CPU":
-            self.device = torch.device("cpu")
         else:
-            raise TrainingError("device_target: the PyTorch trainer runs on CPU or GPU")
+            self.device = torch.device("cpu")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             import torch.distributed as dist
 
@@ -74,7 +105,6 @@ class PyTorchBackend:
         import torch
 
         import zoo
-        from zoo.convert.names import name_map
 
         cfg = self.cfg
         model = zoo.create_model(cfg.model, "pt", num_classes=cfg.num_classes, checkpoint=cfg.ckpt_path or None,
@@ -92,11 +122,7 @@ class PyTorchBackend:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids, broadcast_buffers=False)
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        ms_names = name_map(self.model)
-        decay, keep = [], []
-        for name, p in self.model.named_parameters():
-            (decay if decayed(ms_names.get(name, name), p.ndim, cfg) else keep).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+        groups = param_groups(self.model, cfg)
         lr0, opt = schedule[0], cfg.opt.lower()
         if opt in ("sgd", "momentum", "nesterov"):
             self.opt = torch.optim.SGD(groups, lr=lr0, momentum=cfg.momentum,
@@ -192,28 +218,42 @@ class PyTorchBackend:
         sd = self.model.state_dict()
         bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         refuse_non_finite(bad, state, path)
-        atomic_write(path, lambda tmp: torch.save(
-            {"state_dict": sd, "optimizer": self.opt.state_dict(), "train_state": dict(state),
-             "scaler": self.scaler.state_dict() if self.scaler is not None else None}, tmp))
+        ckpt = {"state_dict": sd, "optimizer": self.opt.state_dict(), "train_state": dict(state),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        if self.classes:
+            ckpt["classes"] = list(self.classes)
+        size = sum(v.numel() * v.element_size() for v in sd.values()) * 3  # weights + two optimizer moments at most
+        atomic_write(path, lambda tmp: torch.save(ckpt, tmp), size_hint=size)
 
     def load(self, path: str) -> dict:
         import torch
 
+        from zoo.convert.io import load_torch
+        from zoo.errors import ConversionError
+
         if not os.path.isfile(path):
             raise TrainingError(f"--resume {path}: no such checkpoint")
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:
-            raise TrainingError(f"--resume {path}: cannot read the checkpoint ({type(err).__name__}: {err})") from None
+            ckpt = load_torch(path, map_location=self.device)
+        except ConversionError as err:  # the zoo's own words (not torch's advice to drop weights_only)
+            raise TrainingError(f"--resume {err.message}") from None
         if not isinstance(ckpt, dict) or "train_state" not in ckpt or "optimizer" not in ckpt:
             raise TrainingError(f"--resume {path}: not a training checkpoint of this trainer (no training position); "
                                 "to start from its weights use ckpt_path instead")
+        sd, own = ckpt.get("state_dict") or {}, self.model.state_dict()
+        missing = sorted(k for k in own if k not in sd)
+        unexpected = sorted(k for k in sd if k not in own)
+        shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+        saved_model = dict(ckpt["train_state"]).get("model")
+        if missing or unexpected or shapes:
+            raise TrainingError(mismatch_message(path, missing + shapes, unexpected, saved_model, self.cfg.model))
         try:
-            self.model.load_state_dict(ckpt["state_dict"], strict=True)
+            self.model.load_state_dict(sd, strict=True)
             self.opt.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise TrainingError(f"--resume {path}: the checkpoint does not match this model and optimizer ({err}); "
-                                "was it saved with another recipe?") from None
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise TrainingError(f"--resume {path}: the optimizer state does not match this recipe's optimizer "
+                                f"({first}); resume with the recipe that saved it") from None
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         return dict(ckpt["train_state"])
