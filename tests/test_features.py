@@ -68,7 +68,7 @@ def test_feature_info_describes_the_outputs(name):
                                              for c, r in zip(m.feature_info.channels(), m.feature_info.reduction())]
     assert m.feature_info.reduction()[-1] == 32
     modules = dict(m.model.named_modules())
-    assert all(name in modules for name in m.feature_info.module_name())
+    assert all(module in modules for module in m.feature_info.module_name())
 
 
 # --- out_indices, errors ----------------------------------------------------------------------------------
@@ -126,6 +126,8 @@ def test_mindspore_feature_cell_drops_the_classifier_and_keeps_the_twins_names()
     kept = {p.name for p in feat.get_parameters()}
     assert kept == {n for n in names if not n.startswith("mlp_head.1.")} and kept != names
     assert feat.out_channels == [192, 192] and feat.feature_info.reduction() == [4, 4]
+    cells = dict(full.cells_and_names())
+    assert all(m in cells for m in feat.feature_info.module_name())
     assert isinstance(feat, ms.nn.Cell)
 
 

@@ -11,7 +11,7 @@ its ``feature_info`` (a ``FeatureInfo``) describes only those, ``out_channels`` 
 The classifier (the registry's ``classifier`` module: ``fc``, ``head``, ``head.fc``, ``classifier.1``,
 ``mlp_head.1``) is replaced by an identity, so its weights are not part of the feature model's parameters;
 everything else stays (the stages after the last selected output still run: ``forward_intermediates``
-computes them all, and a MindSpore graph drops what no output uses).
+computes them all).
 """
 from __future__ import annotations
 
