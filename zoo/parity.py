@@ -447,14 +447,15 @@ class FeatureParityResult:
 
 def check_features(name: str, input_size: Optional[Sequence[int]] = None, batch: int = 2,
                    modes: Sequence[str] = MODES, seed: Optional[int] = None, out_indices=None,
-                   **kwargs) -> FeatureParityResult:
+                   calib_batch: int = 16, **kwargs) -> FeatureParityResult:
     """Feature parity: the feature models (``create_model(name, fw, features_only=True, out_indices=...)``)
     of both twins on the same weights (PyTorch's made generic, copied through the converter) and inputs,
     eval mode, every selected output in every MindSpore mode, bound ``FWD_BOUND`` on
     ``max|ms - pt| / max(1, max|pt|)`` per output. The input is chosen as in ``check``: the first of
     ``INPUT_TRIES`` whose worst per-output float32 floor is at most a tenth of the bound (else the best); an
     output that float32 cannot determine that well on any of them is noise-limited (``FeatureParityResult.bound``).
-    ``input_size`` and ``kwargs`` as in ``check`` (the registry's ``test_kwargs`` go with ``test_input_size``).
+    ``input_size`` and ``kwargs`` as in ``check`` (the registry's ``test_kwargs`` go with ``test_input_size``);
+    ``calib_batch``: the random batch that calibrates the BatchNorm statistics (``randomize_``; 16 as ``check``).
     """
     import mindspore as ms
     import torch
@@ -480,7 +481,7 @@ def check_features(name: str, input_size: Optional[Sequence[int]] = None, batch:
         if net.out_indices != pt.out_indices or list(net.feature_info) != list(pt.feature_info):
             raise RuntimeError(f"the twins describe different outputs: {list(pt.feature_info)} (PyTorch), "
                                f"{list(net.feature_info)} (MindSpore)")
-        randomize_(pt.model, seed, (16, *input_size))
+        randomize_(pt.model, seed, (calib_batch, *input_size))
         core.load_into_ms(net.model, core.to_ms(core.pt_state(pt.model), core.spec_of(pt.model)))
         best = None
         for k in range(INPUT_TRIES):
