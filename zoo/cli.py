@@ -165,6 +165,20 @@ def _parity_run(names, input_size=None, small=False, grads=True, modes=("pynativ
     return results
 
 
+def _features_run(names, input_size=None, small=False, modes=("pynative", "graph"), out=sys.stdout):
+    from zoo import parity, registry
+
+    results = []
+    for i, n in enumerate(names, 1):
+        e = registry.get(n)
+        size = input_size or (e.test_input_size if small and e.test_input_size else e.input_size)
+        print(f"[{i}/{len(names)}] {n} features at {'x'.join(map(str, size[1:]))} ...", file=sys.stderr, flush=True)
+        results.append(parity.check_features(n, input_size=size, modes=modes))
+    print(parity.format_features_table(results), file=out)
+    print("\n" + parity.FEATURES_LEGEND, file=out)
+    return results
+
+
 def cmd_parity(args) -> int:
     from zoo import registry
 
@@ -201,7 +215,10 @@ def cmd_parity(args) -> int:
         return EXIT_USAGE
     if args.json:
         check_output_file(args.json)  # before the (long) measurement
-    results = _parity_run(names, args.input_size, args.small, not args.no_grad, modes)
+    if args.features:
+        results = _features_run(names, args.input_size, args.small, modes)
+    else:
+        results = _parity_run(names, args.input_size, args.small, not args.no_grad, modes)
     if args.json:
         from zoo.files import write_text
 
@@ -320,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-size", type=_parse_size, help="e.g. 224 or 3x224x224 (default: the model's input size)")
     s.add_argument("--small", action="store_true", help="use each model's small test input where it has one")
     s.add_argument("--no-grad", action="store_true", help="forward and round trip only")
+    s.add_argument("--features", action="store_true",
+                   help="feature parity instead: every stage output of the features_only models (both modes)")
     s.add_argument("--modes", default="pynative,graph", help="MindSpore modes for the forward check")
     s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     s.add_argument("--train-steps", type=int, default=0, metavar="N",  # 0: forward parity

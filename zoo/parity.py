@@ -405,6 +405,124 @@ def _check_grads(pt, net, sp, x, rng, res: ParityResult, mode: str) -> None:
     res.grad_noisy, res.grad_noisy_factor = noisy, noisy_factor
 
 
+# --- feature outputs (features_only) ---------------------------------------------------------
+
+@dataclass
+class FeatureParityResult:
+    model: str
+    input_size: Tuple[int, int, int]
+    batch: int
+    out_indices: Tuple[int, ...] = ()
+    feature_info: List[dict] = field(default_factory=list)  # of the selected outputs
+    input_seed: int = 0
+    fwd: Dict[str, List[float]] = field(default_factory=dict)  # mode -> per output max|ms-pt| / max(1, max|pt|)
+    floor: List[float] = field(default_factory=list)  # per output, PyTorch float32 against float64
+    shapes_match: Optional[bool] = None  # every output's shape is (batch, num_chs, H / reduction, W / reduction)
+    seconds: float = 0.0
+    error: Optional[str] = None
+
+    def bound(self, j: int) -> float:
+        """Output j's bound: ``FWD_BOUND``, or where float32 cannot determine the output to a tenth of it (its
+        floor above ``DETERMINED * FWD_BOUND``: deep stages of chaotic random HaloNets), ``FWD_BOUND`` plus
+        ``NOISE_FACTOR`` floors, the rule the gradient check applies to noise-limited parameters."""
+        floor = self.floor[j] if j < len(self.floor) else 0.0
+        return FWD_BOUND + (NOISE_FACTOR * floor if floor > DETERMINED * FWD_BOUND else 0.0)
+
+    @property
+    def noise_limited(self) -> List[int]:
+        """Positions (in ``out_indices``) of the outputs beyond ``FWD_BOUND`` but within their noise-limited bound."""
+        return sorted({j for v in self.fwd.values() for j, e in enumerate(v) if FWD_BOUND < e <= self.bound(j)})
+
+    @property
+    def passed(self) -> bool:
+        return (self.error is None and bool(self.fwd) and self.shapes_match is True
+                and all(len(v) == len(self.out_indices) and all(e <= self.bound(j) for j, e in enumerate(v))
+                        for v in self.fwd.values()))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"], d["noise_limited"] = self.passed, self.noise_limited
+        return d
+
+
+def check_features(name: str, input_size: Optional[Sequence[int]] = None, batch: int = 2,
+                   modes: Sequence[str] = MODES, seed: Optional[int] = None, out_indices=None,
+                   calib_batch: int = 16, **kwargs) -> FeatureParityResult:
+    """Feature parity: the feature models (``create_model(name, fw, features_only=True, out_indices=...)``)
+    of both twins on the same weights (PyTorch's made generic, copied through the converter) and inputs,
+    eval mode, every selected output in every MindSpore mode, bound ``FWD_BOUND`` on
+    ``max|ms - pt| / max(1, max|pt|)`` per output. The input is chosen as in ``check``: the first of
+    ``INPUT_TRIES`` whose worst per-output float32 floor is at most a tenth of the bound (else the best); an
+    output that float32 cannot determine that well on any of them is noise-limited (``FeatureParityResult.bound``).
+    ``input_size`` and ``kwargs`` as in ``check`` (the registry's ``test_kwargs`` go with ``test_input_size``);
+    ``calib_batch``: the random batch that calibrates the BatchNorm statistics (``randomize_``; 16 as ``check``).
+    """
+    import mindspore as ms
+    import torch
+
+    from zoo.convert import core
+    from zoo.factory import create_model
+
+    entry = registry.get(name)
+    seed = entry.parity_seed if seed is None else seed
+    input_size = tuple(input_size or entry.input_size)
+    if entry.test_input_size is not None and input_size == tuple(entry.test_input_size) \
+            and input_size != tuple(entry.input_size):
+        kwargs = {**entry.test_kwargs, **kwargs}
+    kwargs = {"drop_rate": 0.0, "drop_path_rate": 0.0, **kwargs}
+    res = FeatureParityResult(name, input_size, batch)
+    t0 = time.perf_counter()
+    old_mode = ms.get_context("mode")
+    try:
+        torch.manual_seed(seed)
+        pt = create_model(name, "pt", features_only=True, out_indices=out_indices, **kwargs)
+        net = create_model(name, "ms", features_only=True, out_indices=out_indices, **kwargs)
+        res.out_indices, res.feature_info = pt.out_indices, [dict(f) for f in pt.feature_info]
+        if net.out_indices != pt.out_indices or list(net.feature_info) != list(pt.feature_info):
+            raise RuntimeError(f"the twins describe different outputs: {list(pt.feature_info)} (PyTorch), "
+                               f"{list(net.feature_info)} (MindSpore)")
+        randomize_(pt.model, seed, (calib_batch, *input_size))
+        core.load_into_ms(net.model, core.to_ms(core.pt_state(pt.model), core.spec_of(pt.model)))
+        best = None
+        for k in range(INPUT_TRIES):
+            x = _plain_input((batch, *input_size), seed + 1000 * k)
+            refs, floors, scales = _feature_reference(pt, x)
+            if best is None or max(floors) < max(best[2]):
+                best = (seed + 1000 * k, x, floors, refs, scales)
+            if max(floors) <= FWD_BOUND * DETERMINED:
+                break
+        res.input_seed, x, res.floor, refs, scales = best
+        h, w = input_size[1:]
+        res.shapes_match = [r.shape for r in refs] == [
+            (batch, f["num_chs"], -(-h // f["reduction"]), -(-w // f["reduction"])) for f in res.feature_info]
+        net.set_train(False)
+        for mode in modes:
+            ms.set_context(mode=_ms_mode(mode))
+            outs = [o.asnumpy() for o in net(ms.Tensor(x))]
+            if [o.shape for o in outs] != [r.shape for r in refs]:
+                raise RuntimeError(f"{mode}: MindSpore output shapes {[o.shape for o in outs]}, "
+                                   f"PyTorch {[r.shape for r in refs]}")
+            res.fwd[mode] = [float(np.abs(o - r).max()) / sc for o, r, sc in zip(outs, refs, scales)]
+    except Exception as err:  # report, don't crash a whole table
+        res.error = f"{type(err).__name__}: {err}"
+    finally:
+        ms.set_context(mode=old_mode)
+        res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _feature_reference(pt, x):
+    """Eval-mode feature outputs of ``pt`` on ``x``, per output its float32 floor and scale."""
+    import torch
+
+    pt.eval()
+    with torch.no_grad():
+        refs = [r.numpy() for r in pt(torch.from_numpy(x))]
+        refs64 = [r.numpy() for r in copy.deepcopy(pt).double()(torch.from_numpy(x).double())]
+    scales = [max(1.0, float(np.abs(r).max())) for r in refs]
+    return refs, [float(np.abs(r - r64).max()) / sc for r, r64, sc in zip(refs, refs64, scales)], scales
+
+
 # --- reporting ------------------------------------------------------------------------------
 
 def format_table(results) -> str:
@@ -424,6 +542,40 @@ def format_table(results) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join("{:<%d}" % w for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in rows])
+
+
+def format_features_table(results) -> str:
+    """One row per selected output of each model (see ``FEATURES_LEGEND``)."""
+    head = ("model", "input", "output", "module", "shape", "fwd pynative", "fwd graph", "fp32 floor", "time",
+            "verdict")
+    rows = []
+    for r in results:
+        if r.error or not r.feature_info:
+            why = f" ({r.error.strip().splitlines()[0][:120]})" if r.error else ""
+            rows.append((r.model, "x".join(map(str, r.input_size[1:])), "-", "-", "-", "-", "-", "-",
+                         f"{r.seconds:.0f}s", "FAIL" + why))
+            continue
+        for j, (i, f) in enumerate(zip(r.out_indices, r.feature_info)):
+            errs = {m: v[j] for m, v in r.fwd.items() if j < len(v)}
+            ok = r.shapes_match and errs and max(errs.values()) <= r.bound(j)
+            noisy = ok and max(errs.values()) > FWD_BOUND
+            rows.append((r.model if j == 0 else "", "x".join(map(str, r.input_size[1:])) if j == 0 else "", str(i),
+                         f["module"], f"{f['num_chs']}/{f['reduction']}", _sci(errs.get("pynative")),
+                         _sci(errs.get("graph")), _sci(r.floor[j] if j < len(r.floor) else None),
+                         f"{r.seconds:.0f}s" if j == 0 else "",
+                         (f"noise-limited (x{max(errs.values()) / r.floor[j]:.1f} floor)" if noisy else "ok")
+                         if ok else "FAIL" + ("" if r.shapes_match else " (shape)")))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in rows])
+
+
+FEATURES_LEGEND = """\
+features_only parity: each selected stage output of the feature models (create_model(..., features_only=True))
+  in eval mode; shape: channels/reduction (feature_info, checked against the output's shape).
+fwd: max|ms - pt| / max(1, max|pt|) per output (bound 1e-4); fp32 floor: the same for PyTorch float32
+  against float64. noise-limited: an output whose floor exceeds 1e-5 (float32 cannot determine it to a tenth of
+  the bound) passes within 1e-4 + 10 floors, as a noise-limited gradient does; (xN) is its error in floors."""
 
 
 LEGEND = """\

@@ -161,6 +161,26 @@ def check_input(height: int, width: int, name: str, constraint) -> None:
             f"layer cuts its feature map into 8x8 blocks (e.g. resize or crop to {lo_h}x{lo_w})")
 
 
+
+def feature_info(cfg: dict) -> list:
+    """timm ByobNet's feature points (forward_intermediates, features_only): the stem's last output before
+    its final stride 2 (``stem.conv3`` before the max-pool, ``stem.conv2`` before a strided third conv, or the
+    7x7 ``stem.conv1``; reduction 2), then every stage's end, the last one after ``final_conv`` where there is
+    one. (timm also emits the stem's pooled output when the first stage has stride 2; no variant has.)"""
+    if cfg["stem"] == "7x7":
+        stem_chs, stem_module = STEM_CHS, "stem.conv1"
+    elif cfg["stem_pool"]:
+        stem_chs, stem_module = STEM_CHS, "stem.conv3"
+    else:
+        stem_chs, stem_module = STEM_CHS // 2, "stem.conv2"
+    info, red = [dict(num_chs=stem_chs, reduction=2, module=stem_module)], STEM_STRIDE
+    for i, st in enumerate(cfg["stages"]):
+        red *= st["stride"]
+        info.append(dict(num_chs=st["out"], reduction=red, module=f"stages.{i}"))
+    if cfg["num_features"]:
+        info[-1].update(num_chs=cfg["num_features"], module="final_conv")
+    return info
+
 _TIMM = "https://github.com/huggingface/pytorch-image-models"
 _MINDCV = "https://github.com/mindspore-lab/mindcv/tree/main/configs/halonet"
 

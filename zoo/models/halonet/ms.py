@@ -274,6 +274,20 @@ class Stem(nn.Cell):
             x = self.pool(x if self.zero_pad is None else self.zero_pad(x))
         return x
 
+    def forward_intermediates(self, x):
+        """See ``pt.Stem.forward_intermediates``."""
+        x = self.conv1(x)
+        feat = x
+        if self.conv2 is not None:
+            x = self.conv2(x)
+            feat = x
+            x = self.conv3(x)
+            if self.pool is not None:
+                feat = x
+        if self.pool is not None:
+            x = self.pool(x if self.zero_pad is None else self.zero_pad(x))
+        return x, feat
+
 
 class ClassifierHead(nn.Cell):
     def __init__(self, in_features, num_classes, drop_rate=0.0):
@@ -319,6 +333,7 @@ class HaloNet(nn.Cell):
             self.final_conv = None
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate)
+        self.feature_info = C.feature_info(cfg)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last):
@@ -357,3 +372,16 @@ class HaloNet(nn.Cell):
 
     def construct(self, x):
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x):
+        """See ``pt.HaloNet.forward_intermediates``."""
+        C.check_input(x.shape[-2], x.shape[-1], self.arch, self.constraint)
+        x, feat = self.stem.forward_intermediates(x)
+        feats = [feat]
+        n = len(self.stages)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i == n - 1 and self.final_conv is not None:
+                x = self.final_conv(x)
+            feats.append(x)
+        return x, feats

@@ -272,6 +272,18 @@ class Stem(nn.Module):
             x = self.pool(x if self.pool_pad == "neg_inf" else F.pad(x, [1, 1, 1, 1]))
         return x
 
+    def forward_intermediates(self, x):
+        """(``forward(x)``, the feature point: the last output before the final stride 2; config.feature_info)."""
+        x = feat = self.conv1(x)
+        if hasattr(self, "conv2"):
+            x = feat = self.conv2(x)
+            x = self.conv3(x)
+            if self.pool is not None:
+                feat = x
+        if self.pool is not None:
+            x = self.pool(x if self.pool_pad == "neg_inf" else F.pad(x, [1, 1, 1, 1]))
+        return x, feat
+
 
 class ClassifierHead(nn.Module):
     """Global average pool -> dropout -> Linear (timm ``ClassifierHead``, key ``head.fc``)."""
@@ -325,6 +337,7 @@ class HaloNet(nn.Module):
             self.final_conv = nn.Identity()
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate)
+        self.feature_info = C.feature_info(cfg)
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last):
@@ -356,3 +369,15 @@ class HaloNet(nn.Module):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x):
+        """(``forward_features(x)``, [the stem's feature point, every stage's output, the last after
+        ``final_conv``]: timm's ByobNet feature points, described by ``feature_info``)."""
+        C.check_input(x.shape[-2], x.shape[-1], self.arch, self.constraint)
+        x, feat = self.stem.forward_intermediates(x)
+        feats = [feat]
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        feats[-1] = x = self.final_conv(x)
+        return x, feats

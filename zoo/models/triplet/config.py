@@ -64,6 +64,33 @@ def infer_kwargs(state) -> dict:
     return {}
 
 
+
+# --- stage outputs (forward_intermediates, features_only), timm's feature points --------------------
+
+def resnet_feature_info(stem: str, num_features: int) -> list:
+    """timm's ResNet feature points: the stem after its ReLU (module ``relu``; reduction 2, or 1 for the
+    CIFAR stem), then ``layer1`` ... ``layer4``."""
+    expansion = num_features // STAGE_PLANES[-1]
+    red = 2 if stem == "imagenet" else 1
+    info = [dict(num_chs=64, reduction=red, module="relu")]
+    red *= 2 if stem == "imagenet" else 1  # the max-pool
+    for i, planes in enumerate(STAGE_PLANES):
+        red *= 1 if i == 0 else 2
+        info.append(dict(num_chs=planes * expansion, reduction=red, module=f"layer{i + 1}"))
+    return info
+
+
+def mobilenetv2_feature_info() -> list:
+    """timm's MobileNetV2 stage ends: the last block before each stride-2 group, and the last block
+    (``features.1, 3, 6, 13, 17``: 16, 24, 32, 96, 320 channels at reductions 2..32; not the 1280-wide
+    ``features.18``, as timm's ``conv_head`` is not a feature)."""
+    info, idx, red = [], 0, 2  # features.0, the stem, has stride 2
+    for g, (_, c, n, s) in enumerate(MOBILENETV2_SETTING):
+        idx, red = idx + n, red * s
+        if g + 1 == len(MOBILENETV2_SETTING) or MOBILENETV2_SETTING[g + 1][3] > 1:
+            info.append(dict(num_chs=c, reduction=red, module=f"features.{idx}"))
+    return info
+
 _TA = "https://github.com/landskape-ai/triplet-attention"
 _IMAGENET_EVAL = Preprocess(interpolation="bilinear", crop_pct=0.875)  # Resize(256) + CenterCrop(224)
 _CIFAR_EVAL = Preprocess(interpolation="bilinear", crop_pct=1.0)  # 32 px images as they are

@@ -177,6 +177,28 @@ class ResNet(nn.Cell):
     def construct(self, x):
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def feature_info(self):
+        """See ``pt.ResNet.feature_info``."""
+        return C.resnet_feature_info(self.stem, self.num_features)
+
+    def forward_intermediates(self, x):
+        """See ``pt.ResNet.forward_intermediates``."""
+        C.check_resnet_input(x.shape[-2], x.shape[-1], self.stem, self.global_pool)
+        x = self.relu(self.bn1(self.conv1(x)))
+        feats = [x]
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        x = self.layer1(x)
+        feats.append(x)
+        x = self.layer2(x)
+        feats.append(x)
+        x = self.layer3(x)
+        feats.append(x)
+        x = self.layer4(x)
+        feats.append(x)
+        return x, feats
+
 
 # --- MobileNetV2 ------------------------------------------------------------------------------
 
@@ -250,3 +272,17 @@ class MobileNetV2(nn.Cell):
 
     def construct(self, x):
         return self.forward_head(self.forward_features(x))
+
+    feature_info = property(lambda self: C.mobilenetv2_feature_info(), doc="See ``pt.MobileNetV2.feature_info``.")
+    _feature_idx = tuple(int(f["module"].split(".")[1]) for f in C.mobilenetv2_feature_info())
+
+    def forward_intermediates(self, x):
+        """See ``pt.MobileNetV2.forward_intermediates``."""
+        if min(x.shape[-2], x.shape[-1]) < 32:
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small for MobileNetV2 (at least 32 px)")
+        feats = []
+        for i, cell in enumerate(self.features):
+            x = cell(x)
+            if i in self._feature_idx:
+                feats.append(x)
+        return x, feats

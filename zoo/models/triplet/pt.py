@@ -207,6 +207,22 @@ class ResNet(nn.Module):
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def feature_info(self):
+        """timm's ResNet feature points (see ``config.resnet_feature_info``)."""
+        return C.resnet_feature_info(self.stem, self.num_features)
+
+    def forward_intermediates(self, x):
+        """(``forward_features(x)``, [the stem after its ReLU, layer1, layer2, layer3, layer4])."""
+        C.check_resnet_input(x.shape[-2], x.shape[-1], self.stem, self.global_pool)
+        x = self.relu(self.bn1(self.conv1(x)))
+        feats = [x]
+        x = x if self.maxpool is None else self.maxpool(x)
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            feats.append(x)
+        return x, feats
+
 
 # --- MobileNetV2 ------------------------------------------------------------------------------
 
@@ -285,3 +301,18 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    feature_info = property(lambda self: C.mobilenetv2_feature_info(),
+                            doc="timm's stage ends (see ``config.mobilenetv2_feature_info``).")
+    _feature_idx = tuple(int(f["module"].split(".")[1]) for f in C.mobilenetv2_feature_info())
+
+    def forward_intermediates(self, x):
+        """(``forward_features(x)``, [the outputs of features.1, 3, 6, 13, 17]: timm's stage ends)."""
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small for MobileNetV2 (at least 32 px)")
+        feats = []
+        for i, m in enumerate(self.features):
+            x = m(x)
+            if i in self._feature_idx:
+                feats.append(x)
+        return x, feats

@@ -48,6 +48,16 @@ def check_input(shape, in_chans: int) -> None:
                          f"(shape {tuple(shape)})")
 
 
+
+def feature_info(embed_dims) -> list:
+    """The stage outputs (forward_intermediates, features_only): each stage after its LayerNorm, as a
+    (B, C, H, W) map (timm's VAN ``stages.i``; the zoo's module ``norm{i + 1}``), reductions 4, 8, 16, 32."""
+    info, red = [], 1
+    for i, (dim, (_, stride, _)) in enumerate(zip(embed_dims, PATCH)):
+        red *= stride
+        info.append(dict(num_chs=int(dim), reduction=red, module=f"norm{i + 1}"))
+    return info
+
 _VAN = "https://github.com/Visual-Attention-Network/VAN-Classification"
 # The reference sets default_cfg = timm's vision_transformer._cfg(): mean = std = 0.5, bicubic,
 # crop_pct 0.9 (Resize(248) + CenterCrop(224)); train.py and validate.py take these from the model.

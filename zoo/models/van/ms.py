@@ -162,3 +162,18 @@ class VAN(nn.Cell):
 
     def construct(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """See ``pt.VAN.feature_info``."""
+        return C.feature_info([getattr(self, f"patch_embed{i + 1}").proj.out_channels for i in range(self.num_stages)])
+
+    def forward_intermediates(self, x):
+        """See ``pt.VAN.forward_intermediates``."""
+        C.check_input(x.shape, self.in_chans)
+        x1 = self._stage(x, self.patch_embed1, self.block1, self.norm1, True)
+        x2 = self._stage(x1, self.patch_embed2, self.block2, self.norm2, True)
+        x3 = self._stage(x2, self.patch_embed3, self.block3, self.norm3, True)
+        x4 = self._stage(x3, self.patch_embed4, self.block4, self.norm4, True)
+        B, Cc, H, W = x4.shape
+        return ops.transpose(x4.reshape(B, Cc, H * W), (0, 2, 1)), [x1, x2, x3, x4]

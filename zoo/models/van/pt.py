@@ -172,3 +172,22 @@ class VAN(nn.Module):
 
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self):
+        """The four stage outputs (see ``config.feature_info``)."""
+        return C.feature_info([getattr(self, f"patch_embed{i + 1}").proj.out_channels for i in range(self.num_stages)])
+
+    def forward_intermediates(self, x):
+        """(``forward_features(x)``, [each stage's output after its LayerNorm as a (B, C, H, W) map])."""
+        C.check_input(x.shape, self.in_chans)
+        B, feats = x.shape[0], []
+        for i in range(self.num_stages):
+            x = getattr(self, f"patch_embed{i + 1}")(x)
+            _, _, H, W = x.shape
+            for blk in getattr(self, f"block{i + 1}"):
+                x = blk(x)
+            x = getattr(self, f"norm{i + 1}")(x.flatten(2).transpose(1, 2))
+            x = x.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
+            feats.append(x)
+        return x.flatten(2).transpose(1, 2), feats
