@@ -33,6 +33,9 @@ class Published:
     top5: Optional[float] = None
     dataset: str = "imagenet-1k"
     source: str = ""
+    # ``params`` counts the trainable parameters only (frozen tables excluded), as the reference counted them;
+    # False: every parameter
+    params_trainable: bool = False
 
 
 @dataclass(frozen=True)
