@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m zoo demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests parity_tests
+	$(PY) -m pytest -q -n 2 --durations=15 tests parity_tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

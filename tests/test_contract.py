@@ -3,8 +3,8 @@ HuggingFace's tester mixins do for theirs). A new family gets all of it by regis
 
 Per model, on its ``shallow_kwargs`` build (the registered architecture with the fewest blocks that keep every
 code path) at its test input (``test_input_size`` with ``test_kwargs``, else ``input_size``), MindSpore in
-PYNATIVE, each twin built once per model (the ``twins`` fixture; ``--dist loadgroup`` keeps a model's tests on one
-xdist worker):
+PYNATIVE, each twin built once per model and process (the module-scoped ``twins`` fixture; under xdist a model's
+tests may land on both workers, which then build it once each):
 
 - ``forward_head(forward_features(x))`` gives (batch, num_classes) and ``forward_head(.., pre_logits=True)``
   (batch, num_features), with the same shapes in both twins;
@@ -82,10 +82,15 @@ class Twins:
         return np.random.default_rng(0).standard_normal((BATCH, c, *self.input_size[1:])).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=[_group(n) for n in NAMES])
+@pytest.fixture(scope="module")
 def twins(request):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     return Twins(request.param)
+
+
+# every per-model test: pytest orders them model by model (one fixture instance, so one build, per model); the
+# xdist_group marks are for --dist loadgroup (not what make test runs)
+over_models = pytest.mark.parametrize("twins", [_group(n) for n in NAMES], indirect=True)
 
 
 def run(model, fn, x):
@@ -103,6 +108,7 @@ def to_np(t):
 
 # --- forward, features, head ---------------------------------------------------------------------------
 
+@over_models
 def test_forward_features_and_head(twins):
     """forward_features, forward_head and its pre_logits: the registered classes and num_features, the same
     shapes in both twins (the forward itself: the next test)."""
@@ -120,6 +126,7 @@ def test_forward_features_and_head(twins):
     assert shapes["pt"] == shapes["ms"]
 
 
+@over_models
 def test_headless_pooled_features_in_chans_and_reset_classifier(twins):
     """num_classes=0 (with in_chans=1): the forward gives the pooled features, (batch, num_features);
     reset_classifier(n): the registry's classifier gives n logits from them, with the converter's MindSpore names
@@ -157,6 +164,7 @@ def drop_path_rates(model):
     return {k: float(getattr(m, "drop_prob", 0.0)) for k, m in items if k.rsplit(".", 1)[-1] == "drop_path"}
 
 
+@over_models
 def test_drop_path_spread(twins):
     got = {fw: drop_path_rates(twins.build(fw, "headless")) for fw in ("pt", "ms")}
     assert got["pt"] == pytest.approx(got["ms"], abs=1e-7) and list(got["pt"]) == list(got["ms"])
@@ -190,6 +198,7 @@ def assert_ms_params_as_predicted(pt, net):
     assert {k for k in want if trainable[k] != got_trainable[k]} == set()
 
 
+@over_models
 def test_ms_parameters_are_the_converters_prediction(twins):
     assert_ms_params_as_predicted(twins.build("pt"), twins.build("ms"))
 
@@ -249,6 +258,7 @@ def compare_inits(pt, net, only=lambda k: True):
     assert bad == {}, "\n".join(f"{k}: {v}" for k, v in bad.items())
 
 
+@over_models
 def test_initialisations_agree_in_distribution(twins):
     compare_inits(twins.build("pt"), twins.build("ms"))
 
