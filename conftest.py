@@ -25,3 +25,43 @@ def run_cli(*args, timeout=600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# --- helpers the test files share (``from conftest import to_np, ...``) ----------------------------------
+
+def to_np(t):
+    """A PyTorch tensor or a MindSpore tensor/Parameter as a numpy array."""
+    return t.detach().numpy() if hasattr(t, "detach") else t.asnumpy()
+
+
+def run_eval(model, framework, x, fn=None):
+    """Eval-mode call of ``fn`` (default: the model) on numpy ``x``: PyTorch under no_grad, MindSpore in PYNATIVE."""
+    if framework == "pt":
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            return (fn or model)(torch.from_numpy(x))
+    import mindspore as ms
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    model.set_train(False)
+    return (fn or model)(ms.Tensor(x))
+
+
+def meta_pt(name, **kwargs):
+    """The PyTorch twin of a registered model on the meta device (shapes only, nothing allocated or computed)."""
+    import torch
+
+    from zoo import registry
+
+    e = registry.get(name)
+    with torch.device("meta"):
+        return e.builder("pt")(**registry.build_kwargs(e, **kwargs))
+
+
+def show(result):
+    """Print a parity result as zoo parity's table (pytest shows it with -s or on failure)."""
+    from zoo import parity
+
+    print("\n" + parity.format_table([result]))

@@ -20,13 +20,10 @@ import zoo
 from zoo import parity, registry
 from zoo.bench.flops import count_gmacs
 from zoo.convert import convert_file, core, load_state
+from conftest import meta_pt, show, to_np  # the helpers the test files share
 
 NAMES = registry.list_models("at")
 WRN = [n for n in NAMES if n.startswith("wrn_")]
-
-
-def _show(r):
-    print("\n" + parity.format_table([r]))
 
 
 # --- gradients, once per architecture -------------------------------------------------------------
@@ -43,7 +40,7 @@ def test_parity_gradients(name, size, batch, mode):
     e = registry.get(name)
     kwargs = dict(e.test_kwargs) if size != e.input_size[1] else {}
     r = parity.check(name, input_size=(3, size, size), batch=batch, grad_mode=mode, **kwargs)
-    _show(r)
+    show(r)
     assert r.error is None, r.error
     assert r.roundtrip
     assert set(r.fwd) == {"pynative", "graph"} and max(r.fwd.values()) <= max(10 * r.fwd_floor, 1e-6)
@@ -54,13 +51,6 @@ def test_parity_gradients(name, size, batch, mode):
 
 # --- logits and group outputs of every variant, both MindSpore modes ----------------------------------
 
-def _cls(entry, framework):
-    """A registered model's class: zoo.models.at.<framework>.<cls>."""
-    import importlib
-
-    return getattr(importlib.import_module(f"zoo.models.{entry.family}.{framework}"), entry.cls)
-
-
 def _twins(name, seed=0, **kwargs):
     """Both twins of a registered model with the same generic weights (copied through the converter)."""
     from zoo.factory import build_kwargs
@@ -68,8 +58,8 @@ def _twins(name, seed=0, **kwargs):
     e = registry.get(name)
     build = build_kwargs(e, **kwargs)
     torch.manual_seed(seed)
-    pt = _cls(e, "pt")(**build)
-    net = _cls(e, "ms")(**build)
+    pt = e.builder("pt")(**build)
+    net = e.builder("ms")(**build)
     return pt, net
 
 
@@ -153,25 +143,24 @@ def test_feature_info_matches_the_group_outputs():
 
 # --- sizes, init, interface ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", NAMES)
-def test_parameter_count(name):
-    """Trainable parameters (running statistics are buffers) against the published / reference-printed counts."""
-    e = registry.get(name)
-    with torch.device("meta"):
-        n = sum(p.numel() for p in _cls(e, "pt")(**e.kwargs, num_classes=e.num_classes).parameters())
-    # torchvision's ResNet-18 / ResNet-34 counts (11,689,512 / 21,797,672) less what these networks lack
-    bn_channels_18 = 64 + 4 * (64 + 128 + 256 + 512) + (128 + 256 + 512)  # every BatchNorm of torchvision's ResNet-18
-    derived = {
-        "wrn_28_10": None,
-        "at_resnet34": 21_797_672 - 2 * (128 + 256 + 512),  # no BatchNorm on the projection shortcuts
-        "at_resnet18_folded": 11_689_512 - 2 * bn_channels_18 + (64 + 4 * (64 + 128 + 256 + 512)),  # BN -> conv biases
-    }
+# torchvision's ResNet-18 / ResNet-34 counts (11,689,512 / 21,797,672) less what these networks lack
+_BN_CHANNELS_18 = 64 + 4 * (64 + 128 + 256 + 512) + (128 + 256 + 512)  # every BatchNorm of torchvision's ResNet-18
+DERIVED_PARAMS = {
+    "at_resnet34": 21_797_672 - 2 * (128 + 256 + 512),  # no BatchNorm on the projection shortcuts
+    "at_resnet18_folded": 11_689_512 - 2 * _BN_CHANNELS_18 + (64 + 4 * (64 + 128 + 256 + 512)),  # BN -> conv biases
+}
+
+
+@pytest.mark.parametrize("name", ["wrn_28_10", *DERIVED_PARAMS])
+def test_parameter_count_of_unpublished_variants(name):
+    """Trainable parameters (running statistics are buffers) of the variants without a published count, derived
+    from other published counts (the published ones: tests/test_contract.py)."""
+    assert registry.get(name).published.params is None
+    n = sum(p.numel() for p in meta_pt(name).parameters())
     if name == "wrn_28_10":
         assert round(n / 1e6, 1) == 36.5  # the WRN paper's WRN-28-10 (Zagoruyko & Komodakis, 2016)
-    elif name in derived:
-        assert e.published.params is None and n == derived[name]
     else:
-        assert n == e.published.params
+        assert n == DERIVED_PARAMS[name]
 
 
 def test_reference_34_block_counts_have_the_reference_size():
@@ -196,10 +185,7 @@ def test_gmacs(name, gmacs):
 def test_reference_init(framework):
     """utils.py: conv and fc kaiming-normal (fan_in), fc bias 0, BatchNorm weight uniform in [0, 1), bias 0."""
     m = zoo.create_model("wrn_16_2", framework)
-
-    def val(t):
-        return t.detach().numpy() if framework == "pt" else t.asnumpy()
-
+    val = to_np
     w, b = ("weight", "bias") if framework == "pt" else ("gamma", "beta")
     gammas = np.concatenate([val(getattr(bn, w)) for bn in (m.group1.block0.bn0, m.group2.block1.bn1, m.bn)])
     assert gammas.min() >= 0 and gammas.max() < 1 and 0.4 < gammas.mean() < 0.6 and gammas.std() > 0.2
@@ -209,27 +195,6 @@ def test_reference_init(framework):
     fc = val(m.fc.weight)  # (10, 128): std sqrt(2 / 128)
     assert abs(fc.std() / np.sqrt(2 / 128) - 1) < 0.15
     assert np.all(val(m.fc.bias) == 0)
-
-
-@pytest.mark.parametrize("framework", ["pt", "ms"])
-def test_classifier_arguments(framework):
-    """num_classes=0 returns the pooled features; reset_classifier puts a new head on."""
-    m = zoo.create_model("wrn_16_1", framework, num_classes=0)
-    x = np.zeros((2, 3, 32, 32), np.float32)
-
-    def run(mod):
-        if framework == "pt":
-            mod.eval()
-            with torch.no_grad():
-                return mod(torch.from_numpy(x)).numpy()
-        mod.set_train(False)
-        return mod(ms.Tensor(x)).asnumpy()
-
-    assert run(m).shape == (2, 64) and m.num_features == 64 and m.num_classes == 0
-    m.reset_classifier(7)
-    assert run(m).shape == (2, 7) and m.num_classes == 7
-    if framework == "ms":
-        assert {p.name for p in m.fc.get_parameters()} == {"fc.weight", "fc.bias"}
 
 
 @pytest.mark.parametrize("framework", ["pt", "ms"])

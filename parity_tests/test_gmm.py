@@ -21,6 +21,7 @@ from zoo import parity, registry
 from zoo.bench.flops import count_linear_conv_gmacs
 from zoo.convert import ConversionError, convert_file
 from zoo.models.gmm import config as C
+from conftest import meta_pt, run_eval as run_model, to_np  # the helpers the test files share
 
 NAMES = registry.list_models("gmm")
 FLOOR_MAX = parity.FWD_BOUND / 10
@@ -59,28 +60,6 @@ def trainable(model, framework):
     return sum(int(np.prod(p.shape)) for p in model.trainable_params())
 
 
-def meta_pt(name, **kwargs):
-    """The PyTorch twin of a registered entry on the meta device (shapes only, nothing allocated)."""
-    e = registry.get(name)
-    with torch.device("meta"):
-        return e.builder("pt")(**{**e.kwargs, "num_classes": e.num_classes, **kwargs})
-
-
-def to_np(t):
-    return t.detach().numpy() if isinstance(t, torch.Tensor) else t.asnumpy()
-
-
-def run_model(model, framework, x, fn=None):
-    """Eval-mode call of ``fn`` (default: the model) on numpy ``x`` (MindSpore: PYNATIVE)."""
-    if framework == "pt":
-        model.eval()
-        with torch.no_grad():
-            return (fn or model)(torch.from_numpy(x))
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    model.set_train(False)
-    return (fn or model)(ms.Tensor(x))
-
-
 def main_py_checkpoint(model, path, input_size):
     """Write what the reference's main.py writes during training: {model_state_dict, epoch,
     optimizer_state_dict, scheduler} (torch AdamW's state after one step; the scheduler's state_dict, a dict
@@ -98,11 +77,8 @@ def main_py_checkpoint(model, path, input_size):
                 "scheduler": sched}, path)
 
 
-# shallow settings per class for the every-entry tests. Swin keeps a plain and a shifted block (16 windows) in
-# stage 0, both patch mergings and the one-window 4x4 stage; PiT one layer per stage (both Pools); T2T all its
-# token transformers
-SHALLOW = {"ViT": dict(depth=2), "CaiT": dict(depth=2, cls_depth=1), "Swin": dict(depths=(2, 1, 1)),
-           "PiT": dict(depth=(1, 1, 1)), "T2T": dict(depth=2)}
+# shallow settings per class for the every-entry tests (the registry's shallow_kwargs; config.SHALLOW)
+SHALLOW = C.SHALLOW
 
 # Trainable parameters of the reference's create_model (issue 13, spec B5): 32 px with 10 classes, 64 px with 200
 REFERENCE_PARAMS = {
@@ -624,7 +600,7 @@ def test_swin_tables_and_cyclic_shift():
 def test_t2t_soft_split_is_torch_unfold():
     """The MindSpore soft split (ops.unfold) equals torch.nn.Unfold(3, stride 2, padding 1) + transpose: the
     (channel, ky, kx) feature order, forward and input gradient exactly, in both modes."""
-    from zoo.models.gmm.ms.t2t import SoftSplit
+    from zoo.models.gmm.ms.t2t import _SoftSplit as SoftSplit
 
     class Loss(ms.nn.Cell):
         def __init__(self, r):

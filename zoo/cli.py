@@ -21,31 +21,10 @@ import os
 import sys
 import time
 
+from zoo.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, error, exit_process, positive_int  # noqa: F401  (re-exported)
 from zoo.errors import ZooError
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def error(command: str, err) -> int:
-    """Print a zoo error once, on stderr, prefixed with the command's name; the usage exit status."""
-    msg = err.message if isinstance(err, ZooError) else str(err)
-    print(f"zoo {command}: error: {msg}", file=sys.stderr)
-    return EXIT_USAGE
-
-
-def exit_process(code: int) -> None:
-    """End a command-line process with ``code`` once its output is flushed (every entry point's tail).
-
-    MindSpore 2.8's Cell.__del__ raises at interpreter shutdown (a traceback after every run), so the process
-    leaves without the teardown; under msrun or torchrun it exits normally instead, since the framework
-    must finalise the cluster node that the launcher's scheduler waits for."""
-    from zoo.train.common import launched_by_torchrun
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if "MS_ROLE" in os.environ or launched_by_torchrun():
-        sys.exit(code)
-    os._exit(code)
+_positive_int = positive_int
 
 
 def _fmt_int(v):
@@ -126,16 +105,6 @@ def _parse_size(s):
     if parts and all(p >= 1 for p in parts) and len(parts) in (1, 2, 3):
         return {1: lambda: (3, parts[0], parts[0]), 2: lambda: (3, *parts), 3: lambda: tuple(parts)}[len(parts)]()
     raise argparse.ArgumentTypeError(f"bad --input-size {s!r}; use 224, 224x224 or 3x224x224")
-
-
-def _positive_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
 
 
 def check_output_file(path: str) -> None:

@@ -1,6 +1,8 @@
 """Building models: ``create_model`` (both frameworks, optionally from any checkpoint) and ``build_kwargs``.
 
-``zoo.create_model`` is this module's ``create_model``.
+``zoo.create_model`` is this module's ``create_model``. ``build_kwargs`` is defined beside the entries in
+``zoo.registry`` (the converter, which ``create_model`` uses, needs it too: imports flow one way) and
+re-exported here.
 """
 from __future__ import annotations
 
@@ -8,13 +10,7 @@ import inspect
 from typing import Optional
 
 from zoo import registry
-
-
-def build_kwargs(entry: registry.ModelEntry, **overrides) -> dict:
-    """The constructor arguments of a registered variant, with ``overrides`` (None means: keep the default)."""
-    kwargs = dict(entry.kwargs, num_classes=entry.num_classes)
-    kwargs.update({k: v for k, v in overrides.items() if v is not None})
-    return kwargs
+from zoo.registry import build_kwargs  # noqa: F401  (re-exported)
 
 
 def create_model(name: str, framework: str = "ms", num_classes: Optional[int] = None,

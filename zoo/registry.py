@@ -33,6 +33,9 @@ class Published:
     top5: Optional[float] = None
     dataset: str = "imagenet-1k"
     source: str = ""
+    # ``params`` counts the trainable parameters only (frozen tables excluded), as the reference counted them;
+    # False: every parameter
+    params_trainable: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class ModelEntry:
     test_input_size: Optional[Tuple[int, int, int]] = None
     # kwargs the parity tests add with test_input_size (e.g. a size-agnostic head)
     test_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # kwargs giving the same architecture with the fewest blocks that keep every code path (one block per
+    # stage, two layers per transformer...): what tests of interfaces rather than numbers build
+    # (tests/test_contract.py); {} where the architecture has no such argument
+    shallow_kwargs: Dict[str, Any] = field(default_factory=dict)
     num_classes: int = 1000
     classifier: str = "fc"  # module path of the final Linear (head handling in loading)
     published: Published = field(default_factory=Published)
@@ -117,3 +124,10 @@ def families() -> list:
 
 def entries() -> Dict[str, ModelEntry]:
     return dict(_REGISTRY)
+
+
+def build_kwargs(entry: ModelEntry, **overrides) -> dict:
+    """The constructor arguments of a registered variant, with ``overrides`` (None means: keep the default)."""
+    kwargs = dict(entry.kwargs, num_classes=entry.num_classes)
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    return kwargs

@@ -174,7 +174,7 @@ def validate(model: str, checkpoint: str, data_dir: str, framework: str = "ms", 
 def build_parser():
     import argparse
 
-    from zoo.cli import _positive_int
+    from zoo.cli_common import positive_int as _positive_int
 
     p = argparse.ArgumentParser(prog="zoo validate", description="Top-1/top-5 and loss of a checkpoint on a dataset "
                                 "split, with the model's own preprocessing (the same inputs on either framework). "
@@ -199,7 +199,7 @@ def build_parser():
 def main(argv=None) -> int:
     import sys
 
-    from zoo.cli import error
+    from zoo.cli_common import error
     from zoo.errors import ZooError
 
     args = build_parser().parse_args(argv)

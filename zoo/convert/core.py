@@ -20,7 +20,7 @@ from zoo import registry
 from zoo.convert import names
 from zoo.convert.io import Checkpoint, ConversionError, check_destination, file_format, read_checkpoint, write_checkpoint
 from zoo.convert.layouts import get_importer
-from zoo.factory import build_kwargs
+from zoo.registry import build_kwargs
 
 log = logging.getLogger("zoo")
 

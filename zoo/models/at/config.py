@@ -99,10 +99,12 @@ for _name, (_d, _w, _params) in _WRN.items():
     register(ModelEntry(
         name=_name, family="at", cls="WideResNet", kwargs=dict(depth=_d, width=_w), input_size=(3, 32, 32),
         test_input_size=(3, 32, 32), num_classes=10, preprocess=_CIFAR_EVAL, layouts=("reference", "reference-teacher"),
+        shallow_kwargs=dict(depth=10),
         published=Published(_params, dataset="cifar-10", source=_AT + " (cifar.py; parameter count of its function)"),
         description=f"CIFAR WRN-{_d}-{_w} (pre-activation; the attention-transfer cifar.py network)"))
 
-_RESNET_TEST = dict(test_input_size=(3, IMAGENET_TEST_SIZE, IMAGENET_TEST_SIZE), test_kwargs=dict(global_pool="avg"))
+_RESNET_TEST = dict(test_input_size=(3, IMAGENET_TEST_SIZE, IMAGENET_TEST_SIZE), test_kwargs=dict(global_pool="avg"),
+                    shallow_kwargs=dict(layers=(1, 1, 1, 1)))
 
 register(ModelEntry(
     name="at_resnet18", family="at", cls="ResNet", kwargs=dict(layers=RESNET_LAYERS[18]), preprocess=_IMAGENET_EVAL,

@@ -172,6 +172,11 @@ def arch_kwargs(arch: str, img: int) -> dict:
 
 
 CLASS_NAMES = {"vit": "ViT", "swin": "Swin", "cait": "CaiT", "cait_tiny": "CaiT", "pit": "PiT", "t2t": "T2T"}
+# the fewest layers that keep every code path of each class: Swin a plain and a shifted block (16 windows) in
+# stage 0, both patch mergings and the one-window 4x4 stage; PiT one layer per stage (both Pools); T2T all its
+# token transformers
+SHALLOW = {"ViT": dict(depth=2), "CaiT": dict(depth=2, cls_depth=1), "Swin": dict(depths=(2, 1, 1)),
+           "PiT": dict(depth=(1, 1, 1)), "T2T": dict(depth=2)}
 
 # --- published figures (GMM README, "Outcomes") ----------------------------------------------------
 
@@ -199,10 +204,11 @@ def published(arch: str, img: int, gmm: bool) -> Tuple[Published, ...]:
     src = f"{GMM_README} (README 'Outcomes', row {label}"
     src += ", which is create_model's cait-tiny)" if arch == "cait_tiny" else ")"
     if img == 32:
-        # Params/MACs: the README's, for 32 px and 10 classes (CIFAR-10 and SVHN; CIFAR-100's head is larger)
-        return (Published(row[2], row[3], top1[0], dataset="cifar-10", source=src),
+        # Params/MACs: the README's, for 32 px and 10 classes (CIFAR-10 and SVHN; CIFAR-100's head is larger);
+        # its parameter counts are of the trainable parameters (create_model's; the frozen masks excluded)
+        return (Published(row[2], row[3], top1[0], dataset="cifar-10", source=src, params_trainable=True),
                 Published(None, None, top1[1], dataset="cifar-100", source=src),
-                Published(row[2], row[3], top1[2], dataset="svhn", source=src))
+                Published(row[2], row[3], top1[2], dataset="svhn", source=src, params_trainable=True))
     return (Published(None, None, top1[3], dataset="tiny-imagenet", source=src),)
 
 
@@ -243,7 +249,7 @@ def _entry(arch: str, img: int, gmm: bool) -> ModelEntry:
     return ModelEntry(
         name=entry_name(arch, img, gmm), family="gmm", cls=CLASS_NAMES[arch],
         kwargs=dict(arch_kwargs(arch, img), gmm=gmm, num_kernels=NUM_KERNELS),
-        input_size=(3, img, img), num_classes=CLASSES[img], classifier=head,
+        input_size=(3, img, img), num_classes=CLASSES[img], classifier=head, shallow_kwargs=SHALLOW[CLASS_NAMES[arch]],
         published=pubs[0], more_published=pubs[1:], preprocess=PREPROCESS[img], layouts=("official",),
         description=desc)
 

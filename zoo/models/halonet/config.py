@@ -92,6 +92,15 @@ WINDOW_ORDERS = ("timm", "mindcv")
 STEM_POOL_PADS = ("neg_inf", "zero")
 
 
+def shallow_cfg(name: str) -> dict:
+    """``CFGS[name]`` with each stage cut to its first block and the first later block of each kind ('BSBSBS' ->
+    'BSB', 'SSS' -> 'SS'): every block type, with and without stride and projection, in the fewest blocks (the
+    registry's ``shallow_kwargs``)."""
+    cfg = CFGS[name]
+    stages = tuple(dict(s, blocks=s["blocks"][0] + "".join(dict.fromkeys(s["blocks"][1:]))) for s in cfg["stages"])
+    return dict(cfg, stages=stages)
+
+
 def get_cfg(cfg: Union[str, dict]) -> dict:
     if isinstance(cfg, dict):
         return cfg
@@ -204,7 +213,8 @@ def _entry(name, cls_kwargs, published, crop_pct, description, layouts=(), prepr
         name=name, family="halonet", cls="HaloNet", kwargs=cls_kwargs, input_size=(3, 256, 256),
         classifier="head.fc", published=published, layouts=layouts,
         preprocess=preprocess or Preprocess(interpolation="bicubic", crop_pct=crop_pct),
-        description=description, parity_seed=PARITY_SEEDS[name], **extra))
+        description=description, parity_seed=PARITY_SEEDS[name],
+        shallow_kwargs=dict(cfg=shallow_cfg(cls_kwargs["cfg"])), **extra))
 
 
 _entry("halonet_h1", dict(cfg="halonet_h1"), Published(8_100_056, 3.00, source=_TIMM), 0.95,

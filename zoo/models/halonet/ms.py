@@ -28,7 +28,7 @@ def _bn(num_features: int):
 
 
 class ConvNormAct(nn.Cell):
-    """Conv -> BatchNorm -> activation. PyTorch's ``BatchNormAct2d`` applies the activation inside the
+    """Conv -> BatchNorm -> activation. PyTorch's ``_BatchNormAct2d`` applies the activation inside the
     norm module; here it is the cell's own ``act``, so the BatchNorm is a plain cell with the same name."""
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, act: str = ""):
@@ -233,7 +233,7 @@ class SelfAttnBlock(nn.Cell):
                                       window_order)
         else:
             self.self_attn = BottleneckAttn(mid, feat_size, stride, attn["num_heads"])
-        self.post_attn = _bn(mid)  # PyTorch: BatchNormAct2d (BN + act in one module)
+        self.post_attn = _bn(mid)  # PyTorch: _BatchNormAct2d (BN + act in one module)
         self.post_act = _act(act)
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1)
         self.drop_path = L.DropPath(drop_path)
@@ -332,9 +332,18 @@ class HaloNet(nn.Cell):
         else:
             self.final_conv = None
         self.num_features = chs
+        self.drop_rate = drop_rate
         self.head = ClassifierHead(chs, num_classes, drop_rate)
         self.feature_info = C.feature_info(cfg)
         self._init_weights(zero_init_last)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """See ``pt.HaloNet.reset_classifier``."""
+        self.num_classes = num_classes
+        self.head = ClassifierHead(self.num_features, num_classes, self.drop_rate)
+        if num_classes > 0:
+            L.normal_(self.head.fc.weight, 0.0, 0.01)
+            L.zeros_(self.head.fc.bias)
 
     def _init_weights(self, zero_init_last):
         """See ``pt.HaloNet._init_weights``."""

@@ -24,7 +24,7 @@ def _act(name):
 
 # --- conv / norm blocks -------------------------------------------------------------------------
 
-class BatchNormAct2d(nn.BatchNorm2d):
+class _BatchNormAct2d(nn.BatchNorm2d):
     """BatchNorm with its activation inside the norm module (timm's ``BatchNormAct2d``: no extra key level)."""
 
     def __init__(self, num_features: int, act: str = ""):
@@ -41,7 +41,7 @@ class ConvNormAct(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, act: str = ""):
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, ((stride - 1) + (kernel_size - 1)) // 2, bias=False)
-        self.bn = BatchNormAct2d(out_chs, act)
+        self.bn = _BatchNormAct2d(out_chs, act)
 
     def forward(self, x):
         return self.bn(self.conv(x))
@@ -232,7 +232,7 @@ class SelfAttnBlock(nn.Module):
                                       window_order)
         else:
             self.self_attn = BottleneckAttn(mid, feat_size, stride, attn["num_heads"])
-        self.post_attn = BatchNormAct2d(mid, act)
+        self.post_attn = _BatchNormAct2d(mid, act)
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1)
         self.drop_path = DropPath(drop_path)
         self.act = _act(act)
@@ -336,9 +336,18 @@ class HaloNet(nn.Module):
         else:
             self.final_conv = nn.Identity()
         self.num_features = chs
+        self.drop_rate = drop_rate
         self.head = ClassifierHead(chs, num_classes, drop_rate)
         self.feature_info = C.feature_info(cfg)
         self._init_weights(zero_init_last)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new head for ``num_classes`` (0: none, the pooled features), its Linear initialised as timm's."""
+        self.num_classes = num_classes
+        self.head = ClassifierHead(self.num_features, num_classes, self.drop_rate)
+        if num_classes > 0:
+            nn.init.normal_(self.head.fc.weight, 0.0, 0.01)
+            nn.init.zeros_(self.head.fc.bias)
 
     def _init_weights(self, zero_init_last):
         """timm's: convs normal(0, sqrt(2 / fan_out)), Linear normal(0, 0.01), BN 1/0; then each block

@@ -100,6 +100,7 @@ def _entry(name, cls, kwargs, published=Published(), **extra):
     if cls == "ResNet":
         extra.setdefault("test_input_size", (3, 64, 64))
         extra.setdefault("test_kwargs", dict(global_pool="avg"))
+        extra.setdefault("shallow_kwargs", dict(layers=(1, 1, 1, 1)))
     return register(ModelEntry(name=name, family="triplet", cls=cls, kwargs=kwargs, published=published,
                                preprocess=extra.pop("preprocess", _IMAGENET_EVAL), layouts=("official",),
                                infer_kwargs=infer_kwargs, **extra))

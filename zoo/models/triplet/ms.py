@@ -149,12 +149,21 @@ class ResNet(nn.Cell):
         self.num_features = inplanes
         self.avgpool = L.AvgPool2d(7 if stem == "imagenet" else 4) if global_pool == "fixed" else None
         self.drop = L.Dropout(drop_rate)
-        self.fc = L.Linear(inplanes, num_classes)
+        self.fc = L.Linear(inplanes, num_classes) if num_classes > 0 else L.Identity()
         self._init_weights()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """See ``pt.ResNet.reset_classifier``."""
+        self.num_classes = num_classes
+        self.fc = L.Linear(self.num_features, num_classes) if num_classes > 0 else L.Identity()
+        if num_classes > 0:
+            L.kaiming_normal_(self.fc.weight)
+            L.zeros_(self.fc.bias)
 
     def _init_weights(self):
         """The reference's name-keyed scheme (see ``pt.ResNet._init_weights``)."""
-        L.kaiming_normal_(self.fc.weight)
+        if isinstance(self.fc, nn.Dense):
+            L.kaiming_normal_(self.fc.weight)
         for cell_name, cell in self.cells_and_names():
             if isinstance(cell, nn.Conv2d) and "conv" in f"{cell_name}.weight":
                 L.kaiming_normal_(cell.weight, mode="fan_out")
@@ -246,8 +255,18 @@ class MobileNetV2(nn.Cell):
         features.append(ConvBNReLU(cin, C.MOBILENETV2_LAST, kernel_size=1))
         self.features = L.SequentialCell(features)
         self.num_features = C.MOBILENETV2_LAST
-        self.classifier = L.SequentialCell([L.Dropout(drop_rate), L.Linear(C.MOBILENETV2_LAST, num_classes)])
+        self.classifier = L.SequentialCell([
+            L.Dropout(drop_rate), L.Linear(C.MOBILENETV2_LAST, num_classes) if num_classes > 0 else L.Identity()])
         self._init_weights()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """See ``pt.MobileNetV2.reset_classifier``."""
+        self.num_classes = num_classes
+        fc = L.Linear(self.num_features, num_classes) if num_classes > 0 else L.Identity()
+        if num_classes > 0:
+            L.normal_(fc.weight, 0.0, 0.01)
+            L.zeros_(fc.bias)
+        self.classifier = L.SequentialCell([self.classifier[0], fc])
 
     def _init_weights(self):
         for _, cell in self.cells_and_names():

@@ -173,8 +173,16 @@ class ResNet(nn.Module):
         window = 7 if stem == "imagenet" else 4
         self.avgpool = nn.AvgPool2d(window) if global_pool == "fixed" else nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(inplanes, num_classes)
+        self.fc = nn.Linear(inplanes, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``fc`` for ``num_classes`` (0: none, the pooled features), with the reference's fc init."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.kaiming_normal_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
 
     def _init_weights(self):
         """The reference's scheme, which keys on state-dict names.
@@ -183,7 +191,8 @@ class ResNet(nn.Module):
         'bn': 1, except the spatial gate's BN, which starts at 0 (a constant 0.5 gate). All biases
         0. The shortcut ('downsample.*') keeps PyTorch's default init.
         """
-        nn.init.kaiming_normal_(self.fc.weight)
+        if isinstance(self.fc, nn.Linear):
+            nn.init.kaiming_normal_(self.fc.weight)
         with torch.no_grad():
             for key, t in self.state_dict().items():
                 leaf = key.rsplit(".", 1)[-1]
@@ -275,8 +284,18 @@ class MobileNetV2(nn.Module):
         features.append(ConvBNReLU(cin, C.MOBILENETV2_LAST, kernel_size=1))
         self.features = nn.Sequential(*features)
         self.num_features = C.MOBILENETV2_LAST
-        self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(C.MOBILENETV2_LAST, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Dropout(drop_rate), nn.Linear(C.MOBILENETV2_LAST, num_classes) if num_classes > 0 else nn.Identity())
         self._init_weights()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``classifier[1]`` for ``num_classes`` (0: none, the pooled features), with the reference's init."""
+        self.num_classes = num_classes
+        fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.normal_(fc.weight, 0, 0.01)
+            nn.init.zeros_(fc.bias)
+        self.classifier[1] = fc
 
     def _init_weights(self):
         for m in self.modules():

@@ -92,6 +92,6 @@ TEST_SIZE = 64
 for _name in VARIANTS:
     register(ModelEntry(
         name=_name, family="van", cls="VAN", kwargs=van_args(_name),
-        test_input_size=(3, TEST_SIZE, TEST_SIZE),
+        test_input_size=(3, TEST_SIZE, TEST_SIZE), shallow_kwargs=dict(depths=(1, 1, 1, 1)),
         classifier="head", published=_PUBLISHED[_name], preprocess=_EVAL, layouts=("official",),
         description=_DESCRIPTION[_name]))

@@ -124,6 +124,14 @@ class VAN(nn.Cell):
         self.head = L.Linear(embed_dims[3], num_classes) if num_classes > 0 else L.Identity()
         self._init_weights()
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """See ``pt.VAN.reset_classifier``."""
+        self.num_classes = num_classes
+        self.head = L.Linear(self.num_features, num_classes) if num_classes > 0 else L.Identity()
+        if num_classes > 0:
+            L.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
+            L.zeros_(self.head.bias)
+
     def _init_weights(self):
         """The reference's init (see ``pt.VAN._init_weights``)."""
         for _, cell in self.cells_and_names():

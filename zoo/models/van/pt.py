@@ -136,6 +136,14 @@ class VAN(nn.Module):
         self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new ``head`` for ``num_classes`` (0: none, the pooled features), initialised as the model's."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.trunc_normal_(self.head.weight, std=0.02, a=-2.0, b=2.0)
+            nn.init.zeros_(self.head.bias)
+
     def _init_weights(self):
         """The reference's: conv normal(0, sqrt(2 / fan_out)) with fan_out = kh*kw*out/groups and zero bias,
         Linear trunc_normal(std 0.02) (timm's absolute bounds +-2) and zero bias, LayerNorm 1/0,

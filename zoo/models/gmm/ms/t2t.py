@@ -23,7 +23,7 @@ def _frozen(value: np.ndarray, name: str) -> ms.Parameter:
     return ms.Parameter(ms.Tensor(value), name=name, requires_grad=False)
 
 
-class SoftSplit(nn.Cell):
+class _SoftSplit(nn.Cell):
     """``torch.nn.Unfold(3, stride=2, padding=1)`` followed by ``.transpose(1, 2)``: (B, C, H, W) -> (B, L, C * 9)."""
 
     def construct(self, x):
@@ -96,12 +96,13 @@ class Token_transformer(nn.Cell):  # noqa: N801
         self.norm1 = L.LayerNorm(dim)
         self.mask = base_mask_parameter(grid ** 2)
         self.attn = Attention(dim, 1, in_dim, False, drop, gmm, num_kernels)
+        self.drop_path = L.Identity()  # the reference's Token_transformer is built with drop_path 0
         self.norm2 = L.LayerNorm(in_dim)
         self.mlp = Mlp(in_dim, int(in_dim * mlp_ratio), in_dim, drop)
 
     def construct(self, x):
         x = self.attn(self.norm1(x), self.mask)
-        return x + self.mlp(self.norm2(x))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class T2T_module(nn.Cell):  # noqa: N801
@@ -109,7 +110,7 @@ class T2T_module(nn.Cell):  # noqa: N801
                  num_kernels=C.NUM_KERNELS):
         super().__init__()
         grids = t2t_grids(img_size)
-        self.soft_split = SoftSplit()
+        self.soft_split = _SoftSplit()
         self.attention1 = Token_transformer(in_chans * 9, token_dim, grids[0], 1.0, drop, gmm, num_kernels)
         self.attention2 = (Token_transformer(token_dim * 9, token_dim, grids[1], 1.0, drop, gmm, num_kernels)
                            if len(grids) == 3 else None)
