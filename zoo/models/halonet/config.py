@@ -188,14 +188,10 @@ def stem_convs(in_chans: int, kind: str, pool: bool, pool_pad: str):
     raise ValueError(f"unknown stem {kind!r}")
 
 
-class InputConstraint(NamedTuple):
-    kind: str  # 'multiple': every side a multiple of n; 'exact': n x n only
-    n: int
-    block_sizes: Tuple[int, ...] = ()  # the halo layers' block sizes (for the error message)
-
-
-def input_constraint(cfg: dict, img_size: Optional[int] = None) -> InputConstraint:
-    """Every input side must be a multiple of n ('multiple'), or the input is n x n ('exact').
+def input_constraint(cfg: dict, img_size: Optional[int] = None) -> Tuple[str, int, str]:
+    """('multiple', n, blocks) when every input side must be a multiple of n, or ('exact', n, blocks) for n x n
+    inputs only; ``blocks`` names the halo layers' block sizes ('8x8') for the error message. A plain tuple of
+    constants, so the twins' forwards can read it in GRAPH mode.
 
     A halo layer cuts its input into block_size x block_size blocks, so its feature map (the image
     divided by the layer's input reduction) must be a multiple of block_size. A bottleneck (global)
@@ -212,13 +208,17 @@ def input_constraint(cfg: dict, img_size: Optional[int] = None) -> InputConstrai
             raise ValueError("a model with bottleneck attention needs img_size (its feature size is fixed)")
         if img_size % m:
             raise ValueError(f"img_size {img_size} is not a multiple of {m}, which the halo layers need")
-        return InputConstraint("exact", img_size, tuple(sorted(sizes)))
-    return InputConstraint("multiple", m, tuple(sorted(sizes)))
+        return ("exact", img_size, _blocks_text(sizes))
+    return ("multiple", m, _blocks_text(sizes))
+
+
+def _blocks_text(sizes) -> str:
+    return " or ".join(f"{b}x{b}" for b in sorted(sizes))
 
 
 def check_input(height: int, width: int, name: str, constraint) -> None:
     """Raise a clear error for an input size the layout cannot take (instead of a reshape failure inside)."""
-    kind, n, block_sizes = constraint
+    kind, n, blocks = constraint
     if kind == "exact":
         if height != n or width != n:
             raise ValueError(
@@ -227,7 +227,6 @@ def check_input(height: int, width: int, name: str, constraint) -> None:
                 f"size; the weights then no longer fit)")
     elif height % n or width % n:
         lo_h, lo_w = max(n, height // n * n), max(n, width // n * n)
-        blocks = " or ".join(f"{b}x{b}" for b in block_sizes)
         raise ValueError(
             f"{name} needs input sides that are multiples of {n}, got {height}x{width}: every halo attention "
             f"layer cuts its feature map into {blocks} blocks (e.g. resize or crop to {lo_h}x{lo_w})")
