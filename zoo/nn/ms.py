@@ -199,3 +199,8 @@ def init_fan_out_(net: nn.Cell, linear_std: float = 0.01, linear_trunc: bool = F
         elif isinstance(cell, (nn.BatchNorm2d, nn.LayerNorm)):
             ones_(cell.gamma)
             zeros_(cell.beta)
+
+
+def Softmax(dim: int = -1) -> nn.Softmax:
+    """``torch.nn.Softmax(dim)`` (MindSpore names the argument ``axis``)."""
+    return nn.Softmax(axis=dim)
