@@ -78,7 +78,8 @@ def Dropout(p: float = 0.5) -> nn.Dropout:
     return nn.Dropout(p=p)
 
 
-def MaxPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0, ceil_mode: bool = False) -> nn.MaxPool2d:
+def MaxPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0,
+              ceil_mode: bool = False) -> nn.MaxPool2d:
     """``torch.nn.MaxPool2d``: stride defaults to the kernel size, padding pads with -inf."""
     stride = kernel_size if stride is None else stride
     if _pair(padding) == (0, 0):
