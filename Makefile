@@ -1,5 +1,5 @@
-# `make demo` is the main job; `make test` is the test command CI runs. Both build .venv from the
-# pinned lock when it is missing.
+# `make demo` is the main job; `make test` is the test command CI runs (ruff's lint, ruff.toml, then pytest).
+# Both build .venv from the pinned lock when it is missing.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(PY) -m zoo demo
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 --durations=15 tests parity_tests
 
 clean:

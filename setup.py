@@ -18,6 +18,6 @@ setup(
     extras_require={"mindcv": ["mindcv>=0.3"], "demo": ["scikit-learn>=1.2", "matplotlib>=3.5"],
                     # `zoo export --format onnx`: torch's exporter (onnxscript) and the runtime that checks the file
                     "onnx": ["onnx>=1.17", "onnxscript>=0.3", "onnxruntime>=1.17"],
-                    "test": ["pytest>=7", "pytest-xdist>=3"]},
+                    "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.6"]},
     entry_points={"console_scripts": ["zoo=zoo.cli:run"]},
 )

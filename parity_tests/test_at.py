@@ -7,7 +7,6 @@ export), logits + group outputs in both MindSpore modes for every variant (Image
 pooling, and each ImageNet architecture once at 224 px with the reference head), layouts on the smallest
 networks. ``zoo parity --family at --small`` measures every variant's gradients (docs/parity.md).
 """
-import os
 import re
 
 import mindspore as ms

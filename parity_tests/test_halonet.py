@@ -56,9 +56,11 @@ def _blocks():
          (32, 32, 16), "graph"),
         ("SelfAttnBlock bottleneck, relu", lambda m: m.SelfAttnBlock(64, 64, bot, 1, 0.5, "relu", feat_size=(8, 8)),
          (64, 8, 8), "pynative"),
-        ("BottleneckBlock SE, stride 2", lambda m: m.BottleneckBlock(32, 64, 2, 0.5, True, "silu"), (32, 12, 12), "graph"),
+        ("BottleneckBlock SE, stride 2", lambda m: m.BottleneckBlock(32, 64, 2, 0.5, True, "silu"), (32, 12, 12),
+         "graph"),
         ("Stem tiered, max-pool -inf", lambda m: m.Stem(3, "tiered", True, "silu"), (3, 16, 16), "pynative"),
-        ("Stem tiered, max-pool zero pad", lambda m: m.Stem(3, "tiered", True, "silu", "zero"), (3, 16, 16), "pynative"),
+        ("Stem tiered, max-pool zero pad", lambda m: m.Stem(3, "tiered", True, "silu", "zero"), (3, 16, 16),
+         "pynative"),
         ("Stem 7x7", lambda m: m.Stem(3, "7x7", True, "relu"), (3, 16, 16), "pynative"),
     ]
 
@@ -79,7 +81,8 @@ def test_block_parity_strict(label, build, size, grad_mode):
 
 
 def test_relative_logits_against_the_formula():
-    """PosEmbedRel in both twins against the explicit sum q.height_rel[ky - qy + kh - 1] + q.width_rel[kx - qx + kw - 1]."""
+    """PosEmbedRel in both twins against the explicit sum
+    q.height_rel[ky - qy + kh - 1] + q.width_rel[kx - qx + kw - 1]."""
     rng = np.random.default_rng(0)
     q_size, k_size, d = (4, 3), (7, 9), 5
     q = rng.standard_normal((2, q_size[0] * q_size[1], d)).astype(np.float32)

@@ -83,7 +83,8 @@ def test_reference_checkpoint_keys_and_shapes():
         assert tuple(sd[k].shape) == shape, k
     mb = zoo.create_model("triplet_mobilenetv2", "pt").state_dict()
     expected = {"features.0.0.weight": (32, 3, 3, 3), "features.1.conv.0.0.weight": (32, 1, 3, 3),
-                "features.1.conv.1.weight": (16, 32, 1, 1), "features.1.conv.3.SpatialGate.spatial.conv.weight": (1, 2, 7, 7),
+                "features.1.conv.1.weight": (16, 32, 1, 1),
+                "features.1.conv.3.SpatialGate.spatial.conv.weight": (1, 2, 7, 7),
                 "features.2.conv.0.0.weight": (96, 16, 1, 1), "features.2.conv.1.0.weight": (96, 1, 3, 3),
                 "features.2.conv.4.ChannelGateH.spatial.bn.weight": (1,), "features.18.0.weight": (1280, 320, 1, 1),
                 "classifier.1.weight": (1000, 1280)}

@@ -148,7 +148,8 @@ def test_shape_mismatch_is_listed(tmp_path, pt_model):
     sd["layer2.0.conv1.weight"] = torch.zeros(128, 64, 5, 5)
     src = tmp_path / "bad_shape.pth"
     torch.save(sd, src)
-    with pytest.raises(ConversionError, match=r"layer2\.0\.conv1\.weight \(128, 64, 5, 5\) in the file vs \(128, 64, 3, 3\)"):
+    with pytest.raises(ConversionError,
+                       match=r"layer2\.0\.conv1\.weight \(128, 64, 5, 5\) in the file vs \(128, 64, 3, 3\)"):
         load_state(MODEL, str(src))
 
 

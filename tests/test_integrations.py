@@ -52,6 +52,22 @@ print(json.dumps(out)); sys.stdout.flush(); os._exit(0)
     assert "mindcv already has model(s) named halonet_50t" in r.stderr and "zoo_halonet_50t" in r.stderr
 
 
+def test_registry_hook_off_then_explicit_registration():
+    """``ZOO_NO_REGISTRY_HOOK=1``: importing zoo and mindcv registers nothing; ``zoo.register_mindcv()`` does."""
+    r = subprocess.run([sys.executable, "-c", """
+import json, os, sys
+import zoo, mindcv
+from mindcv.models import registry as R
+before = R.is_model("van_b0")
+zoo.register_mindcv()
+print(json.dumps([before, R.is_model("van_b0")])); sys.stdout.flush(); os._exit(0)
+"""], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, GLOG_v="3", ZOO_NO_REGISTRY_HOOK="1",
+                 PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[false, true]"
+
+
 class _StandInTimmRegistry(types.SimpleNamespace):
     """timm.models._registry's API as the zoo uses it: is_model, register_model (reads the entry's module)."""
 

@@ -63,7 +63,8 @@ def test_conv2d_defaults_are_pytorchs():
 def test_batchnorm_eval_train_and_running_stats(momentum):
     pt, msl = torch.nn.BatchNorm2d(4, momentum=momentum), L.BatchNorm2d(4, momentum=momentum)
     with torch.no_grad():
-        pt.weight.uniform_(0.5, 1.5), pt.bias.normal_(0, 0.1), pt.running_mean.normal_(0, 0.1), pt.running_var.uniform_(0.5, 1.5)
+        pt.weight.uniform_(0.5, 1.5), pt.bias.normal_(0, 0.1), pt.running_mean.normal_(0, 0.1)
+        pt.running_var.uniform_(0.5, 1.5)
     a, b, _, _ = _run(pt, msl, X, train=False)
     np.testing.assert_allclose(a, b, atol=1e-6)
     a, b, wp, wm = _run(pt, msl, X, train=True)
@@ -100,7 +101,8 @@ def test_dropout_probability_is_the_drop_probability():
 def test_pools(mode):
     for pt, msl in [(torch.nn.MaxPool2d(3, 2, 1), L.MaxPool2d(3, 2, 1)), (torch.nn.MaxPool2d(2), L.MaxPool2d(2)),
                     (torch.nn.AvgPool2d(3), L.AvgPool2d(3)),
-                    (torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False), L.AvgPool2d(3, 1, 1, count_include_pad=False))]:
+                    (torch.nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+                     L.AvgPool2d(3, 1, 1, count_include_pad=False))]:
         a, b, _, _ = _run(pt, msl, X, mode=mode)
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=1e-6)

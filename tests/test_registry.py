@@ -51,9 +51,11 @@ import os, sys; sys.stdout.flush(); os._exit(0)
 """)
     assert r.returncode == 0, r.stderr[-2000:]
     n, module, shape = r.stdout.split(maxsplit=2)
-    assert int(n) == len(zoo.list_models("triplet")) and module == "zoo.models.triplet.ms" and shape.strip() == "(10, 512)"
+    assert int(n) == len(zoo.list_models("triplet")) and module == "zoo.models.triplet.ms"
+    assert shape.strip() == "(10, 512)"
 
 
 def test_importing_zoo_imports_no_framework():
-    r = _run("import sys, zoo; zoo.list_models(); print(sorted(m for m in ('torch', 'mindspore', 'mindcv') if m in sys.modules))")
+    r = _run("import sys, zoo; zoo.list_models(); "
+             "print(sorted(m for m in ('torch', 'mindspore', 'mindcv') if m in sys.modules))")
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -154,7 +154,8 @@ def test_eval_transform_matches_torchvision_semantics():
     img = (np.arange(300 * 400 * 3) % 251).astype(np.uint8).reshape(300, 400, 3)
     x = t(img)
     ref = Image.fromarray(img).resize((341, 256), Image.BILINEAR)  # 400 * 256 / 300 = 341.3 -> 341
-    ref = np.asarray(ref, np.float32)[16:240, 58:282].transpose(2, 0, 1) / 255.0  # round((256-224)/2), round((341-224)/2)
+    # rows from round((256-224)/2), columns from round((341-224)/2)
+    ref = np.asarray(ref, np.float32)[16:240, 58:282].transpose(2, 0, 1) / 255.0
     mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
     std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
     np.testing.assert_allclose(x, (ref - mean) / std, atol=1e-6)

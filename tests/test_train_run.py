@@ -4,13 +4,12 @@ every family and filter, the non-finite message, and a resume of another model (
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import zoo
-from zoo.errors import ConfigError, TrainingError, WriteError
+from zoo.errors import ConfigError, TrainingError
 from zoo.train.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,7 +152,8 @@ def test_full_disk_at_a_save_stops_with_the_space_and_how_to_resume(tmp_path):
     msg = str(err.value)
     assert "the disk is full" in msg and "the file needs about 90.0 MB" in msg
     assert "The run stopped at the end of epoch 2" in msg
-    assert f"the last good checkpoint is {tmp_path / 'last.ckpt'}: free space, then continue it with --resume auto" in msg
+    last = tmp_path / "last.ckpt"
+    assert f"the last good checkpoint is {last}: free space, then continue it with --resume auto" in msg
 
 
 def test_non_finite_message_names_the_right_position():

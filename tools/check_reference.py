@@ -62,7 +62,8 @@ def _load_triplet_reference(repo: str, kernel_size: int):
         src = open(path).read()
         if name == "triplet_attention":
             if "kernel_size = 7" not in src:
-                raise SystemExit(f"{path}: the line 'kernel_size = 7' was not found; is this the triplet-attention repo?")
+                raise SystemExit(f"{path}: the line 'kernel_size = 7' was not found; "
+                                 "is this the triplet-attention repo?")
             src = src.replace("kernel_size = 7", f"kernel_size = {kernel_size}")
         spec = importlib.util.spec_from_loader(f"ta_ref.{name}", loader=None)
         mod = importlib.util.module_from_spec(spec)
@@ -91,12 +92,12 @@ def check_triplet(repo: str, names) -> bool:
     import mindspore as ms
     import torch
 
-    import zoo
     from zoo.convert import convert_file
     from zoo.parity import randomize_
 
     ok_all = True
-    print(f"{'model':<24} {'pt (official file)':>18} {'pt (converted)':>15} {'ms pynative':>12} {'ms graph':>10}  notes")
+    print(f"{'model':<24} {'pt (official file)':>18} {'pt (converted)':>15} {'ms pynative':>12} "
+          f"{'ms graph':>10}  notes")
     for name in names:
         build, k, size = TRIPLET[name]
         ref = build(_load_triplet_reference(repo, k))
@@ -194,7 +195,6 @@ def check_van(repo: str, names, size=None) -> bool:
     import mindspore as ms
     import torch
 
-    import zoo
     from zoo import cli
     from zoo.bench.flops import count_gmacs
     from zoo.parity import randomize_
@@ -361,7 +361,6 @@ def _generic_weights(name: str):
     statistics calibrated on 16 random images as zoo.parity.check does. Returns (state dict, seed)."""
     import torch
 
-    import zoo
     from zoo import registry
     from zoo.parity import randomize_
 
@@ -385,8 +384,6 @@ def _floor(model, x, want):
 def check_halonet_timm(repo: str, names) -> bool:
     import torch
     from safetensors.torch import save_file
-
-    import zoo
 
     timm = _import_timm(repo)
     ok_all = True
@@ -502,8 +499,6 @@ def check_halonet_mindcv(repo: str, mindcv_path) -> bool:
     from mindcv.optim import create_optimizer
     from mindcv.utils.train_step import TrainStep
 
-    import zoo
-
     timm = _import_timm(repo) if "timm" not in sys.modules else sys.modules["timm"]
     H = _import_mindcv_halonet(mindcv_path)
     ok_all = True
@@ -602,7 +597,6 @@ def check_gmm(repo: str, names) -> bool:
     import mindspore as ms
     import torch
 
-    import zoo
     from zoo import cli
     from zoo.bench.flops import count_linear_conv_gmacs
     from zoo.parity import randomize_
@@ -690,8 +684,6 @@ def check_gmm(repo: str, names) -> bool:
 
 
 def _load_pt(name, weights):
-    import zoo
-
     model = zoo.create_model(name, "pt")
     model.load_state_dict(weights, strict=True)
     return model.eval()

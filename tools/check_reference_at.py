@@ -332,7 +332,7 @@ def check_at(repo: str, names, functional_zoo=None) -> bool:
         save_model_pt7(src, params)
         ok &= _row(f"cifar.resnet({depth}, {width})", "reference", twin_errors(name, src, x32, want, tmp))
     if "wrn_16_1" in cifar_out and "wrn_16_2" in cifar_out:
-        (f_s, p_s, y_s, g_s), (f_t, p_t, y_t, g_t) = cifar_out["wrn_16_1"], cifar_out["wrn_16_2"]
+        (_, p_s, y_s, g_s), (f_t, p_t, y_t, g_t) = cifar_out["wrn_16_1"], cifar_out["wrn_16_2"]
         params = {"student." + k: v for k, v in p_s.items()}  # cifar.py main(): merge teacher and student
         for k, v in p_t.items():
             params["teacher." + k] = v.detach().requires_grad_(False)

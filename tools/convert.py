@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Thin wrapper: ``python tools/convert.py MODEL SRC DST [--to ms|pt] [--layout LAYOUT] [--force]`` = ``zoo convert``."""
+"""Thin wrapper: ``python tools/convert.py MODEL SRC DST [--to ms|pt] [--layout LAYOUT] [--force]``
+= ``zoo convert``."""
 import os
 import sys
 

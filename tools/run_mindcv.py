@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``python tools/run_mindcv.py [--mindcv-dir DIR] train.py|validate.py ARGS``: mindcv's own scripts on the zoo's models.
+"""``python tools/run_mindcv.py [--mindcv-dir DIR] train.py|validate.py ARGS``: mindcv's own scripts on the zoo's
+models.
 
 The same runner as ``python -m zoo.mindcv`` (see its docstring and docs/training.md), as a file for launchers that
 take a script path.

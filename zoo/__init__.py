@@ -21,5 +21,6 @@ __version__ = "0.1.0"
 
 
 from zoo import integrations as _integrations  # noqa: E402
+from zoo.integrations import register_mindcv, register_timm  # noqa: E402,F401  (explicit registration)
 
-_integrations.install()
+_integrations.install()  # the import hook (off with ZOO_NO_REGISTRY_HOOK=1)

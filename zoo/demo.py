@@ -85,7 +85,8 @@ def run(out_dir: str = "runs/demo", recipe: str = RECIPE, epochs: int = None) ->
     print("\n== 3. validating on both frameworks (same preprocessed inputs)", flush=True)
     res = {}
     for fw, ckpt in (("ms", ms_ckpt), ("pt", pt_ckpt)):
-        res[fw] = validate(cfg.model, ckpt, cfg.data_dir, fw, dataset=cfg.dataset, split=cfg.val_split, keep_logits=True)
+        res[fw] = validate(cfg.model, ckpt, cfg.data_dir, fw, dataset=cfg.dataset, split=cfg.val_split,
+                           keep_logits=True)
         r = res[fw]
         print(f"   {'MindSpore' if fw == 'ms' else 'PyTorch  '}: top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  "
               f"loss {r['loss']:.4f}  ({r['count']} images, {r['seconds']:.1f}s)")
@@ -108,8 +109,9 @@ def run(out_dir: str = "runs/demo", recipe: str = RECIPE, epochs: int = None) ->
         "", "== report",
         f"model            {cfg.model} ({pr.n_params:,} parameters), {cfg.dataset}: {summary.get('epoch')} epochs, "
         f"best epoch {summary.get('best_epoch')}",
-        f"training         MindSpore GRAPH on {cfg.device_target}: {t_train:.0f}s, {summary.get('step_time', 0):.2f}s/step "
-        f"(batch {cfg.batch_size}); final train loss {summary.get('train_loss', float('nan')):.4f}",
+        f"training         MindSpore GRAPH on {cfg.device_target}: {t_train:.0f}s, "
+        f"{summary.get('step_time', 0):.2f}s/step (batch {cfg.batch_size}); "
+        f"final train loss {summary.get('train_loss', float('nan')):.4f}",
         f"accuracy         MindSpore top-1 {res['ms']['top1']:.2f}% / top-5 {res['ms']['top5']:.2f}%   "
         f"PyTorch top-1 {res['pt']['top1']:.2f}% / top-5 {res['pt']['top5']:.2f}%   "
         f"({'equal' if same else 'DIFFERENT'}; chance {chance:.0f}%)",

@@ -4,7 +4,8 @@ After ``import zoo``, ``mindcv.create_model("triplet_resnet50", checkpoint_path=
 (run through ``python -m zoo.mindcv``) build the zoo's MindSpore twins, and ``timm.create_model("van_b0")``
 (timm's scripts too, e.g. with ``--device-modules zoo``) builds its PyTorch twins. Importing zoo imports
 neither library (nor a framework): if one is already imported the models are registered at once, otherwise
-the moment it is.
+the moment it is (an import hook). ``zoo.register_mindcv()`` and ``zoo.register_timm()`` register explicitly;
+``ZOO_NO_REGISTRY_HOOK=1`` in the environment turns the hook off, so importing zoo changes neither registry.
 
 - **Names a registry already owns** (mindcv's own ``halonet_50t``; timm's ``halonet26t``, ``halonet50ts``, ...)
   keep building that library's model; the zoo's twin is registered next to it as ``zoo_<name>``
@@ -25,6 +26,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.util
 import logging
+import os
 import sys
 import types
 
@@ -228,7 +230,18 @@ def _install_one(library: str, callback) -> None:
         sys.meta_path.insert(0, _AfterImport(library, callback))
 
 
+NO_HOOK_ENV = "ZOO_NO_REGISTRY_HOOK"  # set to 1: ``import zoo`` leaves mindcv and timm alone
+
+
+def hook_disabled() -> bool:
+    return os.environ.get(NO_HOOK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def install() -> None:
-    """Register into mindcv and timm now if they are imported, or as soon as they are."""
+    """Register into mindcv and timm now if they are imported, or as soon as they are (what ``import zoo``
+    does, unless ``$ZOO_NO_REGISTRY_HOOK`` is set; ``zoo.register_mindcv()`` / ``zoo.register_timm()``
+    then register explicitly)."""
+    if hook_disabled():
+        return
     _install_one("mindcv", _safely(register_mindcv, "mindcv"))
     _install_one("timm", _safely(register_timm, "timm"))

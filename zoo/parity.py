@@ -27,8 +27,8 @@ Parameters within the bound never consult the floor.
 The forward comparison needs an input on which float32 determines the logits at all: some random
 networks (HaloNets in eval mode) are chaotic, and PyTorch's own float32 logits are then 1e-4 or more
 away from float64. The check takes the first of ``INPUT_TRIES`` inputs whose floor is at most a
-tenth of the bound (else the best one) and reports the floor next to the error. Everything is reported, nothing is hidden: the
-table shows how many parameters needed that and by how much.
+tenth of the bound (else the best one) and reports the floor next to the error. Everything is reported, nothing
+is hidden: the table shows how many parameters needed that and by how much.
 """
 from __future__ import annotations
 
@@ -176,6 +176,11 @@ def _tie_probe():
     return TieProbe()
 
 
+def draw_input(shape, seed: int) -> np.ndarray:
+    """The input draw of every check: standard normal float32 from ``seed``."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
 def pick_input(model, shape, seed: int):
     """An input for ``model`` whose train-mode max ops have no near-ties, when one of
     ``INPUT_TRIES`` seeds gives one (else the one with the widest gap). Returns (x, seed, gap)."""
@@ -187,7 +192,7 @@ def pick_input(model, shape, seed: int):
     model.train()
     try:
         for s in range(seed, seed + INPUT_TRIES):
-            x = np.random.default_rng(s).standard_normal(shape).astype(np.float32)
+            x = draw_input(shape, s)
             probe = _tie_probe()
             with torch.no_grad(), probe:
                 model(torch.from_numpy(x))
@@ -276,7 +281,7 @@ def check_pair(pt, net, input_size: Sequence[int], batch: int = 2, modes: Sequen
             if grads:
                 x, s, gap = pick_input(pt, (batch, *input_size), seed + 1000 * k)
             else:
-                x, s, gap = _plain_input((batch, *input_size), seed + 1000 * k), seed + 1000 * k, float("inf")
+                x, s, gap = draw_input((batch, *input_size), seed + 1000 * k), seed + 1000 * k, float("inf")
             ref, floor, scale = _reference_and_floor(pt, x)
             if best is None or floor < best[3]:
                 best = (x, s, gap, floor, ref, scale)
@@ -297,10 +302,6 @@ def check_pair(pt, net, input_size: Sequence[int], batch: int = 2, modes: Sequen
         ms.set_context(mode=old_mode)
         res.seconds = time.perf_counter() - t0
     return res
-
-
-def _plain_input(shape, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def _reference_and_floor(pt, x):
@@ -375,7 +376,8 @@ def _check_grads(pt, net, sp, x, rng, res: ParityResult, mode: str) -> None:
     ms_grads = {k: v for k, v in ms_grads.items() if k in pt_grads or np.any(v)}
     if set(ms_grads) != set(pt_grads):
         only_pt, only_ms = sorted(set(pt_grads) - set(ms_grads)), sorted(set(ms_grads) - set(pt_grads))
-        raise RuntimeError(f"trainable parameters differ: only in PyTorch {only_pt[:5]}, only in MindSpore {only_ms[:5]}")
+        raise RuntimeError(f"trainable parameters differ: only in PyTorch {only_pt[:5]}, "
+                           f"only in MindSpore {only_ms[:5]}")
 
     rows = {}
     for k, gp in pt_grads.items():

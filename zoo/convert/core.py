@@ -18,7 +18,8 @@ import numpy as np
 
 from zoo import registry
 from zoo.convert import names
-from zoo.convert.io import Checkpoint, ConversionError, check_destination, file_format, read_checkpoint, write_checkpoint
+from zoo.convert.io import (Checkpoint, ConversionError, check_destination, file_format, read_checkpoint,
+                            write_checkpoint)
 from zoo.convert.layouts import get_importer
 from zoo.registry import build_kwargs
 
@@ -33,10 +34,6 @@ class Spec:
 
     shapes: "OrderedDict[str, Tuple[int, ...]]"  # every PyTorch state_dict entry
     ms_names: "OrderedDict[str, str]"  # PyTorch name -> MindSpore name (PyTorch-only entries excluded)
-
-    @property
-    def pt_to_ms(self):
-        return self.ms_names
 
     @property
     def ms_to_pt(self):
@@ -378,12 +375,14 @@ def target_framework(dst: str, to: Optional[str]) -> str:
     implied = {"ms": "ms", "torch": "pt"}.get(fmt)
     if to is None:
         if implied is None:
-            raise ConversionError(f"{dst}: a .safetensors file can hold either framework's names; pass --to ms or --to pt")
+            raise ConversionError(f"{dst}: a .safetensors file can hold either framework's names; "
+                                  "pass --to ms or --to pt")
         return implied
     if to not in registry.FRAMEWORKS:
         raise ConversionError(f"--to must be 'ms' or 'pt', got {to!r}")
     if implied is not None and implied != to:
-        raise ConversionError(f"{dst}: the suffix means {'MindSpore' if implied == 'ms' else 'PyTorch'}, but --to {to} was given")
+        raise ConversionError(f"{dst}: the suffix means {'MindSpore' if implied == 'ms' else 'PyTorch'}, "
+                              f"but --to {to} was given")
     return to
 
 

@@ -118,8 +118,8 @@ def _classes(value) -> Optional[List[str]]:
 
 
 def _corrupt(path: str, err: Exception) -> ConversionError:
-    return ConversionError(f"{path}: cannot read the checkpoint; the file is truncated or corrupt ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0] if str(err) else ''})")
+    return ConversionError(f"{path}: cannot read the checkpoint; the file is truncated or corrupt "
+                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
 
 
 def load_torch(path: str, map_location="cpu"):
@@ -217,8 +217,9 @@ def _flatten_weights(obj, path: str, notes: List[str], meta: Optional[dict] = No
             # a dict that mixes tensors with scalars (e.g. timm's 'version'); keep the tensors
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
             if not tensors:
-                raise ConversionError(f"{path}: no weights found; top-level keys: {', '.join(map(str, list(obj)[:10]))}; "
-                                      f"expected a state_dict or a wrapper with one of {', '.join(WEIGHT_KEYS)}")
+                raise ConversionError(f"{path}: no weights found; top-level keys: "
+                                      f"{', '.join(map(str, list(obj)[:10]))}; expected a state_dict or a wrapper "
+                                      f"with one of {', '.join(WEIGHT_KEYS)}")
             ignored = [k for k in obj if k not in tensors]
             notes.append(f"ignored non-tensor entries: {', '.join(map(str, ignored[:6]))}")
             obj = tensors
@@ -312,7 +313,8 @@ def write_checkpoint(tensors: Dict[str, np.ndarray], dst: str, framework: str, f
     if fmt == "ms" and framework != "ms":
         raise ConversionError(f"{dst}: a .ckpt file holds MindSpore weights; use .pth or .safetensors for PyTorch")
     if fmt == "torch" and framework != "pt":
-        raise ConversionError(f"{dst}: a {os.path.splitext(dst)[1]} file holds PyTorch weights; use .ckpt or .safetensors for MindSpore")
+        raise ConversionError(f"{dst}: a {os.path.splitext(dst)[1]} file holds PyTorch weights; "
+                              "use .ckpt or .safetensors for MindSpore")
     size = int(sum(np.asarray(v).nbytes for v in tensors.values()))
 
     def write(tmp):

@@ -72,14 +72,16 @@ def build_transforms(cfg, source: Source, training: bool) -> list:
 
     from mindcv.data import create_transforms
 
-    common = dict(image_resize=cfg.image_resize, interpolation=cfg.interpolation, mean=list(cfg.mean), std=list(cfg.std))
+    common = dict(image_resize=cfg.image_resize, interpolation=cfg.interpolation, mean=list(cfg.mean),
+                  std=list(cfg.std))
     if training:
         ops = create_transforms("imagenet", is_training=True, auto_augment=cfg.auto_augment, scale=tuple(cfg.scale),
                                 ratio=tuple(cfg.ratio), hflip=cfg.hflip, vflip=cfg.vflip, color_jitter=cfg.color_jitter,
                                 re_prob=cfg.re_prob, re_scale=tuple(cfg.re_scale), re_ratio=tuple(cfg.re_ratio),
                                 re_value=cfg.re_value, re_max_attempts=cfg.re_max_attempts, **common)
         if not isinstance(ops[0], vision.RandomCropDecodeResize):
-            raise RuntimeError("mindcv's train transforms no longer start with RandomCropDecodeResize; update zoo.data.ms")
+            raise RuntimeError("mindcv's train transforms no longer start with RandomCropDecodeResize; "
+                               "update zoo.data.ms")
         ops[0] = vision.RandomResizedCrop(cfg.image_resize, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio),
                                           interpolation=_interp(cfg.interpolation))
     else:

@@ -37,7 +37,7 @@ def make_cifar10_bin(root: str, per_file: int = 20, seed: int = 0) -> str:
     os.makedirs(d, exist_ok=True)
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
         labels = rng.integers(0, 10, per_file)
-        recs = [np.concatenate([[l], _image(rng, int(l), 10, 32).transpose(2, 0, 1).reshape(-1)]).astype(np.uint8)
-                for l in labels]
+        recs = [np.concatenate([[lab], _image(rng, int(lab), 10, 32).transpose(2, 0, 1).reshape(-1)]).astype(np.uint8)
+                for lab in labels]
         np.stack(recs).tofile(os.path.join(d, name))
     return root

@@ -78,7 +78,8 @@ def Dropout(p: float = 0.5) -> nn.Dropout:
     return nn.Dropout(p=p)
 
 
-def MaxPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0, ceil_mode: bool = False) -> nn.MaxPool2d:
+def MaxPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0,
+              ceil_mode: bool = False) -> nn.MaxPool2d:
     """``torch.nn.MaxPool2d``: stride defaults to the kernel size, padding pads with -inf."""
     stride = kernel_size if stride is None else stride
     if _pair(padding) == (0, 0):
@@ -98,6 +99,7 @@ def AvgPool2d(kernel_size: IntPair, stride: IntPair = None, padding: IntPair = 0
 
 ReLU = nn.ReLU
 ReLU6 = nn.ReLU6
+SiLU = nn.SiLU
 Sigmoid = nn.Sigmoid
 Identity = nn.Identity
 SequentialCell = nn.SequentialCell
@@ -122,6 +124,20 @@ class DropPath(nn.Cell):
 
 # --- initialisers with torch.nn.init's meanings ------------------------------------------------
 
+_NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm)
+_PT_LEAF = {"gamma": "weight", "beta": "bias"}
+
+
+def pt_named_parameters(net: nn.Cell):
+    """``(PyTorch state-dict name, parameter)`` for every parameter of ``net``, so an init keyed on the
+    PyTorch twin's names runs the same on both twins (a norm's gamma/beta read weight/bias)."""
+    for prefix, cell in net.cells_and_names():
+        norm = isinstance(cell, _NORMS)
+        for local, param in cell._params.items():
+            leaf = _PT_LEAF.get(local, local) if norm else local
+            yield (f"{prefix}.{leaf}" if prefix else leaf), param
+
+
 def _fill(param: ms.Parameter, init) -> None:
     param.set_data(msinit.initializer(init, param.shape, param.dtype))
 
@@ -140,8 +156,8 @@ def trunc_normal_(param: ms.Parameter, std: float = 1.0, a: float = -2.0, b: flo
     _fill(param, msinit.TruncatedNormal(sigma=std, a=a, b=b))
 
 
-def constant_(param: ms.Parameter, value: float) -> None:
-    _fill(param, msinit.Constant(value))
+def constant_(param: ms.Parameter, val: float) -> None:
+    _fill(param, msinit.Constant(val))
 
 
 def zeros_(param: ms.Parameter) -> None:
@@ -164,3 +180,28 @@ def uniform_(param: ms.Parameter, a: float = 0.0, b: float = 1.0) -> None:
     half = (b - a) / 2.0
     _fill(param, msinit.Uniform(half))
     param.set_data(param.value() + (a + half))
+
+
+def init_fan_out_(net: nn.Cell, linear_std: float = 0.01, linear_trunc: bool = False) -> None:
+    """``zoo.nn.pt.init_fan_out_`` for a MindSpore twin: convolutions ``fan_out_normal_`` with zero bias; Dense
+    normal(0, ``linear_std``) or trunc-normal (absolute bounds +-2) with zero bias; BatchNorm/LayerNorm 1 / 0."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.Conv2d):
+            fan_out_normal_(cell.weight, cell.group)
+            if cell.bias is not None:
+                zeros_(cell.bias)
+        elif isinstance(cell, nn.Dense):
+            if linear_trunc:
+                trunc_normal_(cell.weight, std=linear_std, a=-2.0, b=2.0)
+            else:
+                normal_(cell.weight, 0.0, linear_std)
+            if cell.bias is not None:
+                zeros_(cell.bias)
+        elif isinstance(cell, (nn.BatchNorm2d, nn.LayerNorm)):
+            ones_(cell.gamma)
+            zeros_(cell.beta)
+
+
+def Softmax(dim: int = -1) -> nn.Softmax:
+    """``torch.nn.Softmax(dim)`` (MindSpore names the argument ``axis``)."""
+    return nn.Softmax(axis=dim)

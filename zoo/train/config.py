@@ -102,7 +102,8 @@ class TrainConfig:
     interpolation: str = _f("bilinear", "resize interpolation (pilcubic = PIL's bicubic)",
                             ("bilinear", "bicubic", "pilcubic", "nearest", "area"))
     auto_augment: Optional[str] = _f(None, "mindcv's (randaug-m9-mstd0.5-inc1, autoaug, trivialaugwide) or, in the "
-                                     "small-image pipeline, DeepVoltaire's cifar10_policy, svhn_policy, imagenet_policy")
+                                     "small-image pipeline, DeepVoltaire's cifar10_policy, svhn_policy, "
+                                     "imagenet_policy")
     re_prob: float = _f(0.0, "random erasing probability", range=PROB)
     re_scale: List[float] = _f([0.02, 0.33], "random erasing area range", range=AREA_PAIR)
     re_ratio: List[float] = _f([0.3, 3.3], "random erasing aspect range", range=ASPECT_PAIR)
@@ -150,8 +151,9 @@ class TrainConfig:
     beta1: float = _f(0.9, "Adam-family beta1", range=FRACTION)
     beta2: float = _f(0.999, "Adam-family beta2", range=FRACTION)
     # schedule (mindcv's create_scheduler)
-    scheduler: str = _f("constant", "learning-rate schedule", ("constant", "cosine_decay", "warmup_cosine_decay",
-                        "step_decay", "exponential_decay", "polynomial_decay", "multi_step_decay", "one_cycle", "cyclic"))
+    scheduler: str = _f("constant", "learning-rate schedule", (
+        "constant", "cosine_decay", "warmup_cosine_decay", "step_decay", "exponential_decay", "polynomial_decay",
+        "multi_step_decay", "one_cycle", "cyclic"))
     lr: float = _f(0.1, "base learning rate (not scaled by batch size)", range=POSITIVE)
     min_lr: float = _f(1e-6, "minimum lr for cosine schedules", range=NONNEG)
     warmup_epochs: int = _f(0, "linear warmup epochs", range=NONNEG)
@@ -167,7 +169,8 @@ class TrainConfig:
     loss: str = _f("CE", "CE or BCE", ("CE", "BCE", "ce", "bce"))
     label_smoothing: float = _f(0.0, "label smoothing", range=FRACTION)
     # precision
-    amp_level: str = _f("O0", "O0 (fp32), O1, O2 (fp16 but BatchNorm/LayerNorm), O3 (all fp16)", ("O0", "O1", "O2", "O3"))
+    amp_level: str = _f("O0", "O0 (fp32), O1, O2 (fp16 but BatchNorm/LayerNorm), O3 (all fp16)",
+                        ("O0", "O1", "O2", "O3"))
     loss_scale_type: str = _f("fixed", "fixed or dynamic (dynamic needs drop_overflow_update)", ("fixed", "dynamic"))
     loss_scale: float = _f(1.0, "(initial) loss scale", range=POSITIVE)
     drop_overflow_update: bool = _f(False, "skip the update of a step whose gradients overflow")

@@ -89,7 +89,8 @@ class MindSporeBackend:
 
         cfg = self.cfg
         self.net = zoo.create_model(cfg.model, "ms", num_classes=cfg.num_classes, checkpoint=cfg.ckpt_path or None,
-                                    in_chans=cfg.in_channels, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
+                                    in_chans=cfg.in_channels, drop_rate=cfg.drop_rate,
+                                    drop_path_rate=cfg.drop_path_rate)
         self.opt = build_optimizer(self.net, cfg, schedule)
         self.loss_cell = None
         if distill.is_distilling(cfg):  # student, frozen teacher and every loss term in one train step

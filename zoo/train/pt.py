@@ -226,8 +226,6 @@ class PyTorchBackend:
         atomic_write(path, lambda tmp: torch.save(ckpt, tmp), size_hint=size)
 
     def load(self, path: str) -> dict:
-        import torch
-
         from zoo.convert.io import load_torch
         from zoo.errors import ConversionError
 

@@ -56,7 +56,7 @@ def get_importer(family: str, layout: str) -> Callable:
 def exporters(family: str) -> Tuple[str, ...]:
     """The layouts a family's models can be written in."""
     _load_family(family)
-    return tuple(l for f, l in _EXPORTERS if f == family)
+    return tuple(layout for f, layout in _EXPORTERS if f == family)
 
 
 def get_exporter(family: str, layout: str) -> Callable:

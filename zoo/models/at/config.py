@@ -10,7 +10,9 @@ Every model returns its attention points, the group outputs the reference's ``f`
 ``forward_intermediates(x) -> (x_final, [g0, g1, ...])``; ``feature_info`` describes them.
 """
 import re
+from typing import NamedTuple, Tuple
 
+from zoo.nn import drop_path_rates
 from zoo.registry import ModelEntry, Preprocess, Published, register
 
 # --- CIFAR wide ResNets (cifar.py ``resnet(depth, width, num_classes)``) ------------------------------
@@ -39,6 +41,56 @@ def wrn_blocks(depth: int) -> int:
     if depth < 4 or (depth - 4) % 6:
         raise ValueError(f"WRN depth must be 6n+4 (10, 16, 22, 28, 40, ...), got {depth}")
     return (depth - 4) // 6
+
+
+def resnet_widths(width: float):
+    return tuple(int(w * width) for w in RESNET_WIDTHS)
+
+
+# --- construction plans both twins build from ------------------------------------------------------
+
+class BlockCfg(NamedTuple):
+    """Block ``group{group}.block{index}``: ni -> no channels, the stride on the group's first block."""
+    group: int
+    index: int
+    ni: int
+    no: int
+    stride: int
+    drop_path: float
+
+
+def group_plan(stem: int, widths, layers, strides, drop_path_rate: float) -> Tuple[BlockCfg, ...]:
+    """Every block of the groups (``layers[g]`` blocks of width ``widths[g]``), drop-path spread linearly."""
+    dpr = drop_path_rates(drop_path_rate, sum(layers))
+    plan, ni = [], stem
+    for g, (no, n, stride) in enumerate(zip(widths, layers, strides)):
+        for i in range(n):
+            plan.append(BlockCfg(g, i, ni if i == 0 else no, no, stride if i == 0 else 1, dpr[len(plan)]))
+        ni = no
+    return tuple(plan)
+
+
+def wrn_plan(depth: int, width: float, drop_path_rate: float) -> Tuple[BlockCfg, ...]:
+    """cifar.py's three groups of (depth - 4) / 6 blocks, widths 16w, 32w, 64w, strides 1, 2, 2."""
+    n = wrn_blocks(depth)
+    return group_plan(WRN_STEM, wrn_widths(width), (n,) * 3, (1, 2, 2), drop_path_rate)
+
+
+def resnet_plan(layers, widths, drop_path_rate: float) -> Tuple[BlockCfg, ...]:
+    """The ImageNet ResNets' four groups after the 64-channel stem, strides 1, 2, 2, 2."""
+    if len(layers) != 4:
+        raise ValueError(f"layers must give the blocks of 4 groups, got {tuple(layers)}")
+    return group_plan(64, widths, layers, (1, 2, 2, 2), drop_path_rate)
+
+
+def feature_info(widths, reductions) -> list:
+    """The attention points (every group's output): channels and reduction."""
+    return [dict(num_chs=w, reduction=r, module=f"group{g}") for g, (w, r) in enumerate(zip(widths, reductions))]
+
+
+def check_global_pool(global_pool: str) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
 
 
 def check_fixed_pool(name: str, height: int, width: int, reduction: int, kernel: int, stride: int) -> None:

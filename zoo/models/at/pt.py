@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.at import config as C
-from zoo.nn import drop_path_rates
 from zoo.nn.pt import DropPath
 
 
@@ -38,8 +37,7 @@ class _Head(nn.Module):
     pool_kernel = pool_stride = reduction = 1
 
     def _init_head(self, num_features, num_classes, drop_rate, global_pool):
-        if global_pool not in C.GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {C.GLOBAL_POOLS}, got {global_pool!r}")
+        C.check_global_pool(global_pool)
         self.global_pool, self.num_features, self.num_classes = global_pool, num_features, num_classes
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -51,6 +49,14 @@ class _Head(nn.Module):
         if self.global_pool == "fixed":
             C.check_fixed_pool(type(self).__name__, x.shape[-2], x.shape[-1], self.reduction, self.pool_kernel,
                                self.pool_stride)
+
+    def _groups(self, plan, build):
+        """``group0`` ... from a ``config.BlockCfg`` plan, each block made by ``build(cfg)``."""
+        groups = [[] for _ in range(plan[-1].group + 1)]
+        for b in plan:
+            groups[b.group].append(build(b))
+        for g, blocks in enumerate(groups):
+            setattr(self, f"group{g}", _group(blocks))
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -141,18 +147,11 @@ class WideResNet(_Head):
     def __init__(self, depth: int = 16, width: float = 1, num_classes: int = 10, in_chans: int = 3,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "fixed"):
         super().__init__()
-        n = C.wrn_blocks(depth)
-        widths = C.wrn_widths(width)
-        dpr = drop_path_rates(drop_path_rate, 3 * n)
+        widths, plan = C.wrn_widths(width), C.wrn_plan(depth, width, drop_path_rate)
         self.conv0 = _conv(in_chans, C.WRN_STEM, 3)
-        ni = C.WRN_STEM
-        for g, (no, stride) in enumerate(zip(widths, (1, 2, 2))):
-            blocks = [WideBlock(ni if i == 0 else no, no, stride if i == 0 else 1, dpr[g * n + i]) for i in range(n)]
-            setattr(self, f"group{g}", _group(blocks))
-            ni = no
+        self._groups(plan, lambda b: WideBlock(b.ni, b.no, b.stride, b.drop_path))
         self.bn = _bn(widths[2])
-        self.feature_info = [dict(num_chs=w, reduction=r, module=f"group{g}")
-                             for g, (w, r) in enumerate(zip(widths, (1, 2, 4)))]
+        self.feature_info = C.feature_info(widths, (1, 2, 4))
         self._init_head(widths[2], num_classes, drop_rate, global_pool)
         _reference_init(self)
 
@@ -191,22 +190,11 @@ class BasicBlock(nn.Module):
 class _ImageNetTrunk(_Head):
     reduction, pool_kernel = 32, C.RESNET_POOL
 
-    def _groups(self, block, layers, widths, ni, drop_path_rate, **kw):
-        if len(layers) != 4:
-            raise ValueError(f"layers must give the blocks of 4 groups, got {tuple(layers)}")
-        dpr = drop_path_rates(drop_path_rate, sum(layers))
-        idx = 0
-        for g, (no, n) in enumerate(zip(widths, layers)):
-            stride = 1 if g == 0 else 2
-            blocks = []
-            for i in range(n):
-                blocks.append(block(ni if i == 0 else no, no, stride if i == 0 else 1, dpr[idx], g=g, i=i, **kw))
-                idx += 1
-            setattr(self, f"group{g}", _group(blocks))
-            ni = no
-        self.feature_info = [dict(num_chs=w, reduction=r, module=f"group{g}")
-                             for g, (w, r) in enumerate(zip(widths, (4, 8, 16, 32)))]
-        return ni
+    def _trunk_groups(self, layers, widths, drop_path_rate, build):
+        """Four groups after the 64-channel stem; returns the last group's width."""
+        self._groups(C.resnet_plan(layers, widths, drop_path_rate), build)
+        self.feature_info = C.feature_info(widths, (4, 8, 16, 32))
+        return widths[-1]
 
     def _trunk(self, x):
         g0 = self.group0(x)
@@ -214,11 +202,6 @@ class _ImageNetTrunk(_Head):
         g2 = self.group2(g1)
         g3 = self.group3(g2)
         return [g0, g1, g2, g3]
-
-
-class _StudentBlock(BasicBlock):
-    def __init__(self, ni, no, stride, drop_path, g=0, i=0):
-        super().__init__(ni, no, stride, drop_path)
 
 
 class ResNet(_ImageNetTrunk):
@@ -234,12 +217,12 @@ class ResNet(_ImageNetTrunk):
     def __init__(self, layers=C.RESNET_LAYERS[18], width: float = 1, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, global_pool: str = "fixed"):
         super().__init__()
-        widths = tuple(int(w * width) for w in C.RESNET_WIDTHS)
+        widths = C.resnet_widths(width)
         self.layers = tuple(layers)
         self.conv0 = _conv(in_chans, 64, 7, 2)
         self.bn0 = _bn(64)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        nf = self._groups(_StudentBlock, layers, widths, 64, drop_path_rate)
+        nf = self._trunk_groups(layers, widths, drop_path_rate, lambda b: BasicBlock(b.ni, b.no, b.stride, b.drop_path))
         self._init_head(nf, num_classes, drop_rate, global_pool)
         _reference_init(self)
 
@@ -298,8 +281,8 @@ class FoldedResNet(_ImageNetTrunk):
         self.layers, self.dim_bias, self.use_dim_bias = tuple(layers), bool(dim_bias), bool(use_dim_bias)
         self.conv0 = _conv(in_chans, 64, 7, 2, bias=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        nf = self._groups(FoldedBlock, layers, C.RESNET_WIDTHS, 64, drop_path_rate, dim_bias=dim_bias,
-                          use_dim_bias=use_dim_bias)
+        nf = self._trunk_groups(layers, C.RESNET_WIDTHS, drop_path_rate, lambda b: FoldedBlock(
+            b.ni, b.no, b.stride, b.drop_path, b.group, b.index, dim_bias=dim_bias, use_dim_bias=use_dim_bias))
         self._init_head(nf, num_classes, drop_rate, global_pool)
         _reference_init(self)
 
@@ -369,7 +352,8 @@ class AffineResNet(_ImageNetTrunk):
         self.conv0 = _conv(in_chans, 64, 7, 2)
         self.affine0 = Affine(64)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        nf = self._groups(AffineBlock, layers, C.RESNET_WIDTHS, 64, drop_path_rate)
+        nf = self._trunk_groups(layers, C.RESNET_WIDTHS, drop_path_rate,
+                                lambda b: AffineBlock(b.ni, b.no, b.stride, b.drop_path, b.group, b.index))
         self.affine_last = Affine(nf)
         self._init_head(nf, num_classes, drop_rate, global_pool)
         _reference_init(self)

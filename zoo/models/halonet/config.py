@@ -13,23 +13,15 @@ different function; the ``halonet_50t`` entry reproduces it (see ``docs/halonet.
 from __future__ import annotations
 
 from math import gcd
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
+from zoo.nn import drop_path_rates, make_divisible
 from zoo.registry import ModelEntry, Preprocess, Published, register
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # PyTorch meaning (MindSpore momentum 0.9)
 STEM_CHS = 64
 STEM_STRIDE = 4  # both stems reduce by 4 (a /2 conv, then a /2 max-pool or a strided third conv)
 SE_RD_RATIO, SE_RD_DIVISOR = 1.0 / 16, 8
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None, round_limit: float = 0.9) -> int:
-    """Round ``v`` to the nearest multiple of ``divisor`` (not below ``min_value``, not more than 10% down)."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < round_limit * v:
-        new_v += divisor
-    return new_v
 
 
 def interleave(d: int, every: Union[int, Sequence[int]] = 1) -> str:
@@ -45,7 +37,7 @@ def interleave(d: int, every: Union[int, Sequence[int]] = 1) -> str:
     return "".join("S" if i in pos else "B" for i in range(d))
 
 
-def stage(blocks: str, out: int, stride: int, br: float = 0.25, attn: Optional[dict] = None) -> dict:
+def stage(blocks: str, out: int, stride: int, br: float = 0.25, attn: Optional["AttnCfg"] = None) -> dict:
     """One stage: block layout string, output channels, stride of its first block, bottleneck ratio,
     and (optionally) the stage's own self-attention settings, which REPLACE the model's (as timm's
     block-level ``self_attn_kwargs`` do)."""
@@ -54,12 +46,31 @@ def stage(blocks: str, out: int, stride: int, br: float = 0.25, attn: Optional[d
     return dict(blocks=blocks, out=out, stride=stride, br=br, attn=attn)
 
 
-def halo(block_size: int = 8, halo_size: int = 3, num_heads: int = 8) -> dict:
-    return dict(kind="halo", block_size=block_size, halo_size=halo_size, num_heads=num_heads)
+class AttnCfg(NamedTuple):
+    """A self-attention layer: 'halo' (windows of block_size + 2 halo_size around block_size blocks) or
+    'bottleneck' (global, over a feature map fixed at construction)."""
+    kind: str
+    num_heads: int
+    block_size: int = 0
+    halo_size: int = 0
 
 
-def bottleneck_attn(num_heads: int = 4) -> dict:
-    return dict(kind="bottleneck", num_heads=num_heads)
+def halo(block_size: int = 8, halo_size: int = 3, num_heads: int = 8) -> AttnCfg:
+    return AttnCfg("halo", num_heads, block_size, halo_size)
+
+
+def bottleneck_attn(num_heads: int = 4) -> AttnCfg:
+    return AttnCfg("bottleneck", num_heads)
+
+
+def attn_cfg(attn) -> Optional[AttnCfg]:
+    """An ``AttnCfg`` (a dict with its fields is accepted too)."""
+    return AttnCfg(**attn) if isinstance(attn, dict) else attn
+
+
+def mid_chs(out_chs: int, bottle_ratio: float) -> int:
+    """A block's inner width (timm: ``make_divisible(out_chs * bottle_ratio)``)."""
+    return make_divisible(out_chs * bottle_ratio)
 
 
 # --- the variants (timm's ByoModelCfg, written as layouts) -----------------------------------------
@@ -110,53 +121,113 @@ def get_cfg(cfg: Union[str, dict]) -> dict:
         raise ValueError(f"unknown HaloNet configuration {cfg!r}; known: {', '.join(CFGS)}") from None
 
 
-def block_plan(cfg: dict):
-    """Every block of the network: (stage, index, kind, in_chs, out_chs, stride, bottle_ratio, attn_cfg,
-    input_reduction), where input_reduction is the block's input stride relative to the image."""
+class BlockCfg(NamedTuple):
+    """One block of the network, as timm's ``ByoBlockCfg`` expands it (``stages.{stage}.{index}``)."""
+    stage: int
+    index: int
+    kind: str  # 'B' (bottleneck) or 'S' (self-attention)
+    in_chs: int
+    out_chs: int
+    stride: int
+    bottle_ratio: float
+    attn: Optional[AttnCfg]  # 'S' blocks only
+    reduction: int  # the block's input stride relative to the image
+    feat_size: Optional[Tuple[int, int]]  # the input map of a bottleneck-attention block (needs img_size)
+    drop_path: float
+
+
+def block_plan(cfg: dict, img_size: Optional[int] = None, drop_path_rate: float = 0.0) -> Tuple[BlockCfg, ...]:
+    """Every block of the network, with its widths, stride, attention settings and stochastic depth."""
     plan, chs, red = [], STEM_CHS, STEM_STRIDE
     for si, st in enumerate(cfg["stages"]):
-        attn = st["attn"] if st["attn"] is not None else cfg["attn"]
+        attn = attn_cfg(st["attn"] if st["attn"] is not None else cfg["attn"])
         for bi, kind in enumerate(st["blocks"]):
             stride = st["stride"] if bi == 0 else 1
             if kind == "S" and attn is None:
                 raise ValueError(f"stage {si} has a self-attention block but no attention configuration")
-            plan.append((si, bi, kind, chs, st["out"], stride, st["br"], attn if kind == "S" else None, red))
+            feat = None if img_size is None else (img_size // red, img_size // red)
+            plan.append(BlockCfg(si, bi, kind, chs, st["out"], stride, st["br"], attn if kind == "S" else None, red,
+                                 feat, 0.0))
             chs, red = st["out"], red * stride
-    return plan
+    dpr = drop_path_rates(drop_path_rate, len(plan))
+    return tuple(b._replace(drop_path=d) for b, d in zip(plan, dpr))
 
 
-def attn_dims(dim: int, attn: dict) -> Tuple[int, int]:
+def attn_dims(dim: int, num_heads: int) -> Tuple[int, int]:
     """(dim_head_qk, dim_head_v) for an attention layer of width ``dim`` (timm: dim_head = None, qk_ratio 1)."""
-    nh = attn["num_heads"]
-    if dim % nh:
-        raise ValueError(f"attention width {dim} is not divisible by {nh} heads")
-    return make_divisible(dim, 8) // nh, dim // nh
+    if dim % num_heads:
+        raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+    return make_divisible(dim, 8) // num_heads, dim // num_heads
 
 
-def input_constraint(cfg: dict, img_size: Optional[int] = None):
-    """('multiple', m) when every input side must be a multiple of m, or ('exact', s) for a fixed size.
+class HaloDims(NamedTuple):
+    dim_head_qk: int
+    dim_head_v: int
+    scale: float
+    win_size: int  # block_size + 2 * halo_size
+    block_stride: int  # the query conv's stride (1 when a stride-2 layer pools its output instead)
+    block_size_ds: int  # the query block size after that stride
+    pool: bool  # a 2x2 average pool after the attention
+
+
+def halo_dims(dim: int, stride: int, num_heads: int, block_size: int, halo_size: int, window_order: str) -> HaloDims:
+    """Checks a halo attention layer's arguments and derives its sizes (timm ``HaloAttn.__init__``)."""
+    if stride not in (1, 2):
+        raise ValueError(f"halo attention stride must be 1 or 2, got {stride}")
+    if window_order not in WINDOW_ORDERS:
+        raise ValueError(f"window_order must be one of {WINDOW_ORDERS}, got {window_order!r}")
+    dqk, dv = attn_dims(dim, num_heads)
+    use_avg_pool = stride > 1 and block_size % stride != 0
+    block_stride = 1 if use_avg_pool else stride
+    return HaloDims(dqk, dv, dqk ** -0.5, block_size + 2 * halo_size, block_stride, block_size // block_stride,
+                    use_avg_pool)
+
+
+def stem_convs(in_chans: int, kind: str, pool: bool, pool_pad: str):
+    """Checks the stem's arguments; its convs ``conv1``, ``conv2``, ... as (in, out, kernel, stride)."""
+    if pool_pad not in STEM_POOL_PADS:
+        raise ValueError(f"stem_pool_pad must be one of {STEM_POOL_PADS}, got {pool_pad!r}")
+    if kind == "7x7":
+        if not pool:
+            raise ValueError("the 7x7 stem is built with its max-pool here")
+        return ((in_chans, STEM_CHS, 7, 2),)
+    if kind == "tiered":
+        return ((in_chans, 3 * STEM_CHS // 8, 3, 2), (3 * STEM_CHS // 8, STEM_CHS // 2, 3, 1),
+                (STEM_CHS // 2, STEM_CHS, 3, 1 if pool else 2))
+    raise ValueError(f"unknown stem {kind!r}")
+
+
+def input_constraint(cfg: dict, img_size: Optional[int] = None) -> Tuple[str, int, str]:
+    """('multiple', n, blocks) when every input side must be a multiple of n, or ('exact', n, blocks) for n x n
+    inputs only; ``blocks`` names the halo layers' block sizes ('8x8') for the error message. A plain tuple of
+    constants, so the twins' forwards can read it in GRAPH mode.
 
     A halo layer cuts its input into block_size x block_size blocks, so its feature map (the image
     divided by the layer's input reduction) must be a multiple of block_size. A bottleneck (global)
     attention layer has relative-position tables for one feature size, fixed at construction.
     """
-    m = 1
-    for *_, kind, _, _, _, _, attn, red in block_plan(cfg):
-        if kind == "S" and attn["kind"] == "halo":
-            need = red * attn["block_size"]
-            m = m * need // gcd(m, need)
-    if any(kind == "S" and attn["kind"] == "bottleneck" for *_, kind, _, _, _, _, attn, _ in block_plan(cfg)):
+    m, sizes = 1, set()
+    plan = block_plan(cfg)
+    for b in plan:
+        if b.kind == "S" and b.attn.kind == "halo":
+            need = b.reduction * b.attn.block_size
+            m, sizes = m * need // gcd(m, need), sizes | {b.attn.block_size}
+    if any(b.kind == "S" and b.attn.kind == "bottleneck" for b in plan):
         if img_size is None:
             raise ValueError("a model with bottleneck attention needs img_size (its feature size is fixed)")
         if img_size % m:
             raise ValueError(f"img_size {img_size} is not a multiple of {m}, which the halo layers need")
-        return ("exact", img_size)
-    return ("multiple", m)
+        return ("exact", img_size, _blocks_text(sizes))
+    return ("multiple", m, _blocks_text(sizes))
+
+
+def _blocks_text(sizes) -> str:
+    return " or ".join(f"{b}x{b}" for b in sorted(sizes))
 
 
 def check_input(height: int, width: int, name: str, constraint) -> None:
     """Raise a clear error for an input size the layout cannot take (instead of a reshape failure inside)."""
-    kind, n = constraint
+    kind, n, blocks = constraint
     if kind == "exact":
         if height != n or width != n:
             raise ValueError(
@@ -167,7 +238,7 @@ def check_input(height: int, width: int, name: str, constraint) -> None:
         lo_h, lo_w = max(n, height // n * n), max(n, width // n * n)
         raise ValueError(
             f"{name} needs input sides that are multiples of {n}, got {height}x{width}: every halo attention "
-            f"layer cuts its feature map into 8x8 blocks (e.g. resize or crop to {lo_h}x{lo_w})")
+            f"layer cuts its feature map into {blocks} blocks (e.g. resize or crop to {lo_h}x{lo_w})")
 
 
 

@@ -11,10 +11,10 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from zoo.models.halonet import config as C
-from zoo.nn import drop_path_rates
+from zoo.nn import make_divisible
 from zoo.nn import ms as L
 
-_ACTS = {"relu": nn.ReLU, "silu": nn.SiLU}
+_ACTS = {"relu": L.ReLU, "silu": L.SiLU}
 
 
 def _act(name):
@@ -44,7 +44,7 @@ class ConvNormAct(nn.Cell):
 class SEModule(nn.Cell):
     def __init__(self, channels: int):
         super().__init__()
-        rd = C.make_divisible(channels * C.SE_RD_RATIO, C.SE_RD_DIVISOR, round_limit=0.0)
+        rd = make_divisible(channels * C.SE_RD_RATIO, C.SE_RD_DIVISOR, round_limit=0.0)
         self.fc1 = L.Conv2d(channels, rd, 1)
         self.act = L.ReLU()
         self.fc2 = L.Conv2d(rd, channels, 1)
@@ -112,27 +112,27 @@ class HaloAttn(nn.Cell):
     def __init__(self, dim: int, stride: int = 1, num_heads: int = 8, block_size: int = 8, halo_size: int = 3,
                  window_order: str = "timm"):
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"halo attention stride must be 1 or 2, got {stride}")
-        if window_order not in C.WINDOW_ORDERS:
-            raise ValueError(f"window_order must be one of {C.WINDOW_ORDERS}, got {window_order!r}")
-        self.num_heads = num_heads
-        self.dim_head_qk, self.dim_head_v = C.attn_dims(dim, dict(num_heads=num_heads))
-        self.scale = self.dim_head_qk ** -0.5
-        self.block_size, self.halo_size = block_size, halo_size
-        self.win_size = block_size + 2 * halo_size
-        use_avg_pool = stride > 1 and block_size % stride != 0
-        self.block_stride = 1 if use_avg_pool else stride
-        self.block_size_ds = block_size // self.block_stride
+        d = C.halo_dims(dim, stride, num_heads, block_size, halo_size, window_order)
+        self.num_heads, self.dim_head_qk, self.dim_head_v, self.scale = num_heads, d.dim_head_qk, d.dim_head_v, d.scale
+        self.block_size, self.halo_size, self.win_size = block_size, halo_size, d.win_size
+        self.block_stride, self.block_size_ds = d.block_stride, d.block_size_ds
         self.window_order = window_order
         self.q = L.Conv2d(dim, num_heads * self.dim_head_qk, 1, stride=self.block_stride, bias=False)
         self.kv = L.Conv2d(dim, num_heads * (self.dim_head_qk + self.dim_head_v), 1, bias=False)
         self.pos_embed = PosEmbedRel((self.block_size_ds,) * 2, (self.win_size,) * 2, self.dim_head_qk)
-        self.pool = L.AvgPool2d(2, 2) if use_avg_pool else None
-        self.pad = ops.Pad(((0, 0), (0, 0), (halo_size, halo_size), (halo_size, halo_size)))  # zeros, after the projection
+        self.pool = L.AvgPool2d(2, 2) if d.pool else None
+        # zero padding, after the projection
+        self.pad = ops.Pad(((0, 0), (0, 0), (halo_size, halo_size), (halo_size, halo_size)))
         self.bmm_qk = ops.BatchMatMul(transpose_b=True)
         self.bmm_av = ops.BatchMatMul()
         self.softmax = ops.Softmax(-1)
+
+    def reset_parameters(self):
+        std = self.q.weight.shape[1] ** -0.5  # fan-in
+        L.trunc_normal_(self.q.weight, std=std)
+        L.trunc_normal_(self.kv.weight, std=std)
+        L.trunc_normal_(self.pos_embed.height_rel, std=self.scale)
+        L.trunc_normal_(self.pos_embed.width_rel, std=self.scale)
 
     def _windows(self, x, n, nhb, nwb):
         """x (n, d, H, W) -> (n, nb, win * win, d): each block's window, positions row-major, channels last."""
@@ -175,13 +175,18 @@ class BottleneckAttn(nn.Cell):
     def __init__(self, dim: int, feat_size, stride: int = 1, num_heads: int = 4):
         super().__init__()
         self.num_heads = num_heads
-        self.dim_head_qk, self.dim_head_v = C.attn_dims(dim, dict(num_heads=num_heads))
+        self.dim_head_qk, self.dim_head_v = C.attn_dims(dim, num_heads)
         self.scale = self.dim_head_qk ** -0.5
         self.feat_size = tuple(feat_size)
         self.qkv = L.Conv2d(dim, num_heads * (2 * self.dim_head_qk + self.dim_head_v), 1, bias=False)
         self.pos_embed = PosEmbedRel(self.feat_size, self.feat_size, self.dim_head_qk)
         self.pool = L.AvgPool2d(2, 2) if stride == 2 else None
         self.bmm = ops.BatchMatMul()
+
+    def reset_parameters(self):
+        L.trunc_normal_(self.qkv.weight, std=self.qkv.weight.shape[1] ** -0.5)
+        L.trunc_normal_(self.pos_embed.height_rel, std=self.scale)
+        L.trunc_normal_(self.pos_embed.width_rel, std=self.scale)
 
     def construct(self, x):
         b, _, h, w = x.shape
@@ -204,7 +209,7 @@ def _shortcut(in_chs, out_chs, stride):
 class BottleneckBlock(nn.Cell):
     def __init__(self, in_chs, out_chs, stride=1, bottle_ratio=0.25, se=False, act="relu", drop_path=0.0):
         super().__init__()
-        mid = C.make_divisible(out_chs * bottle_ratio)
+        mid = C.mid_chs(out_chs, bottle_ratio)
         self.shortcut = _shortcut(in_chs, out_chs, stride)
         self.conv1_1x1 = ConvNormAct(in_chs, mid, 1, act=act)
         self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, act=act)
@@ -222,17 +227,17 @@ class BottleneckBlock(nn.Cell):
 
 
 class SelfAttnBlock(nn.Cell):
-    def __init__(self, in_chs, out_chs, attn: dict, stride=1, bottle_ratio=0.25, act="relu", drop_path=0.0,
+    def __init__(self, in_chs, out_chs, attn: C.AttnCfg, stride=1, bottle_ratio=0.25, act="relu", drop_path=0.0,
                  feat_size=None, window_order="timm"):
         super().__init__()
-        mid = C.make_divisible(out_chs * bottle_ratio)
+        mid = C.mid_chs(out_chs, bottle_ratio)
         self.shortcut = _shortcut(in_chs, out_chs, stride)
         self.conv1_1x1 = ConvNormAct(in_chs, mid, 1, act=act)
-        if attn["kind"] == "halo":
-            self.self_attn = HaloAttn(mid, stride, attn["num_heads"], attn["block_size"], attn["halo_size"],
-                                      window_order)
+        attn = C.attn_cfg(attn)
+        if attn.kind == "halo":
+            self.self_attn = HaloAttn(mid, stride, attn.num_heads, attn.block_size, attn.halo_size, window_order)
         else:
-            self.self_attn = BottleneckAttn(mid, feat_size, stride, attn["num_heads"])
+            self.self_attn = BottleneckAttn(mid, feat_size, stride, attn.num_heads)
         self.post_attn = _bn(mid)  # PyTorch: _BatchNormAct2d (BN + act in one module)
         self.post_act = _act(act)
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1)
@@ -250,19 +255,8 @@ class Stem(nn.Cell):
 
     def __init__(self, in_chans, kind, pool, act, pool_pad="neg_inf"):
         super().__init__()
-        if pool_pad not in C.STEM_POOL_PADS:
-            raise ValueError(f"stem_pool_pad must be one of {C.STEM_POOL_PADS}, got {pool_pad!r}")
-        if kind == "7x7":
-            if not pool:
-                raise ValueError("the 7x7 stem is built with its max-pool here")
-            self.conv1 = ConvNormAct(in_chans, C.STEM_CHS, 7, 2, act)
-            self.conv2 = self.conv3 = None
-        elif kind == "tiered":
-            self.conv1 = ConvNormAct(in_chans, 3 * C.STEM_CHS // 8, 3, 2, act)
-            self.conv2 = ConvNormAct(3 * C.STEM_CHS // 8, C.STEM_CHS // 2, 3, 1, act)
-            self.conv3 = ConvNormAct(C.STEM_CHS // 2, C.STEM_CHS, 3, 1 if pool else 2, act)
-        else:
-            raise ValueError(f"unknown stem {kind!r}")
+        convs = [ConvNormAct(cin, cout, k, s, act) for cin, cout, k, s in C.stem_convs(in_chans, kind, pool, pool_pad)]
+        self.conv1, self.conv2, self.conv3 = convs + [None] * (3 - len(convs))  # the 7x7 stem: conv1 only
         self.zero_pad = ops.Pad(((0, 0), (0, 0), (1, 1), (1, 1))) if pool_pad == "zero" else None
         self.pool = (L.MaxPool2d(3, 2, 1) if pool_pad == "neg_inf" else L.MaxPool2d(3, 2)) if pool else None
 
@@ -314,18 +308,17 @@ class HaloNet(nn.Cell):
         self.constraint = C.input_constraint(cfg, img_size)
         act = cfg["act"]
         self.stem = Stem(in_chans, cfg["stem"], cfg["stem_pool"], act, stem_pool_pad)
-        plan = C.block_plan(cfg)
-        dpr = drop_path_rates(drop_path_rate, len(plan))
+        plan = C.block_plan(cfg, img_size, drop_path_rate)
         stages = [[] for _ in cfg["stages"]]
-        for i, (si, _, kind, cin, cout, stride, br, attn, red) in enumerate(plan):
-            if kind == "B":
-                block = BottleneckBlock(cin, cout, stride, br, cfg["se"], act, dpr[i])
+        for b in plan:
+            if b.kind == "B":
+                block = BottleneckBlock(b.in_chs, b.out_chs, b.stride, b.bottle_ratio, cfg["se"], act, b.drop_path)
             else:
-                feat = None if img_size is None else (img_size // red, img_size // red)
-                block = SelfAttnBlock(cin, cout, attn, stride, br, act, dpr[i], feat, window_order)
-            stages[si].append(block)
+                block = SelfAttnBlock(b.in_chs, b.out_chs, b.attn, b.stride, b.bottle_ratio, act, b.drop_path,
+                                      b.feat_size, window_order)
+            stages[b.stage].append(block)
         self.stages = L.SequentialCell([L.SequentialCell(blocks) for blocks in stages])
-        chs = plan[-1][4]
+        chs = plan[-1].out_chs
         if cfg["num_features"]:
             self.final_conv = ConvNormAct(chs, cfg["num_features"], 1, act=act)
             chs = cfg["num_features"]
@@ -347,29 +340,12 @@ class HaloNet(nn.Cell):
 
     def _init_weights(self, zero_init_last):
         """See ``pt.HaloNet._init_weights``."""
-        for _, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                L.fan_out_normal_(cell.weight, cell.group)
-                if cell.bias is not None:
-                    L.zeros_(cell.bias)
-            elif isinstance(cell, nn.Dense):
-                L.normal_(cell.weight, 0.0, 0.01)
-                L.zeros_(cell.bias)
-            elif isinstance(cell, nn.BatchNorm2d):
-                L.ones_(cell.gamma)
-                L.zeros_(cell.beta)
+        L.init_fan_out_(self, linear_std=0.01)
         for _, cell in self.cells_and_names():
             if isinstance(cell, (BottleneckBlock, SelfAttnBlock)) and zero_init_last:
                 L.zeros_(cell.conv3_1x1.bn.gamma)
-            if isinstance(cell, HaloAttn):
-                std = cell.q.in_channels ** -0.5
-                L.trunc_normal_(cell.q.weight, std=std)
-                L.trunc_normal_(cell.kv.weight, std=std)
-            elif isinstance(cell, BottleneckAttn):
-                L.trunc_normal_(cell.qkv.weight, std=cell.qkv.in_channels ** -0.5)
             if isinstance(cell, (HaloAttn, BottleneckAttn)):
-                L.trunc_normal_(cell.pos_embed.height_rel, std=cell.scale)
-                L.trunc_normal_(cell.pos_embed.width_rel, std=cell.scale)
+                cell.reset_parameters()
 
     def forward_features(self, x):
         C.check_input(x.shape[-2], x.shape[-1], self.arch, self.constraint)

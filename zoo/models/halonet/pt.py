@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.models.halonet import config as C
-from zoo.nn import drop_path_rates
-from zoo.nn.pt import DropPath, fan_out_normal_
+from zoo.nn import make_divisible
+from zoo.nn.pt import DropPath, init_fan_out_
 
 _ACTS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -52,7 +52,7 @@ class SEModule(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        rd = C.make_divisible(channels * C.SE_RD_RATIO, C.SE_RD_DIVISOR, round_limit=0.0)
+        rd = make_divisible(channels * C.SE_RD_RATIO, C.SE_RD_DIVISOR, round_limit=0.0)
         self.fc1 = nn.Conv2d(channels, rd, 1)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(rd, channels, 1)
@@ -114,23 +114,15 @@ class HaloAttn(nn.Module):
     def __init__(self, dim: int, stride: int = 1, num_heads: int = 8, block_size: int = 8, halo_size: int = 3,
                  window_order: str = "timm"):
         super().__init__()
-        if stride not in (1, 2):
-            raise ValueError(f"halo attention stride must be 1 or 2, got {stride}")
-        if window_order not in C.WINDOW_ORDERS:
-            raise ValueError(f"window_order must be one of {C.WINDOW_ORDERS}, got {window_order!r}")
-        self.num_heads = num_heads
-        self.dim_head_qk, self.dim_head_v = C.attn_dims(dim, dict(num_heads=num_heads))
-        self.scale = self.dim_head_qk ** -0.5
-        self.block_size, self.halo_size = block_size, halo_size
-        self.win_size = block_size + 2 * halo_size
-        use_avg_pool = stride > 1 and block_size % stride != 0
-        self.block_stride = 1 if use_avg_pool else stride
-        self.block_size_ds = block_size // self.block_stride
+        d = C.halo_dims(dim, stride, num_heads, block_size, halo_size, window_order)
+        self.num_heads, self.dim_head_qk, self.dim_head_v, self.scale = num_heads, d.dim_head_qk, d.dim_head_v, d.scale
+        self.block_size, self.halo_size, self.win_size = block_size, halo_size, d.win_size
+        self.block_stride, self.block_size_ds = d.block_stride, d.block_size_ds
         self.window_order = window_order
         self.q = nn.Conv2d(dim, num_heads * self.dim_head_qk, 1, stride=self.block_stride, bias=False)
         self.kv = nn.Conv2d(dim, num_heads * (self.dim_head_qk + self.dim_head_v), 1, bias=False)
         self.pos_embed = PosEmbedRel((self.block_size_ds,) * 2, (self.win_size,) * 2, self.dim_head_qk)
-        self.pool = nn.AvgPool2d(2, 2) if use_avg_pool else nn.Identity()
+        self.pool = nn.AvgPool2d(2, 2) if d.pool else None
 
     def reset_parameters(self):
         std = self.q.weight.shape[1] ** -0.5  # fan-in
@@ -158,7 +150,8 @@ class HaloAttn(nn.Module):
         attn = (q @ k.transpose(-1, -2)) * self.scale + self.pos_embed(q)
         out = attn.softmax(dim=-1) @ v  # (B * nh, nb, bsd^2, dv)
         out = out.reshape(B, nh, nhb, nwb, bsd, bsd, dv).permute(0, 1, 6, 2, 4, 3, 5)
-        return self.pool(out.reshape(B, nh * dv, nhb * bsd, nwb * bsd))
+        out = out.reshape(B, nh * dv, nhb * bsd, nwb * bsd)
+        return out if self.pool is None else self.pool(out)
 
 
 class BottleneckAttn(nn.Module):
@@ -168,12 +161,12 @@ class BottleneckAttn(nn.Module):
     def __init__(self, dim: int, feat_size, stride: int = 1, num_heads: int = 4):
         super().__init__()
         self.num_heads = num_heads
-        self.dim_head_qk, self.dim_head_v = C.attn_dims(dim, dict(num_heads=num_heads))
+        self.dim_head_qk, self.dim_head_v = C.attn_dims(dim, num_heads)
         self.scale = self.dim_head_qk ** -0.5
         self.feat_size = tuple(feat_size)
         self.qkv = nn.Conv2d(dim, num_heads * (2 * self.dim_head_qk + self.dim_head_v), 1, bias=False)
         self.pos_embed = PosEmbedRel(self.feat_size, self.feat_size, self.dim_head_qk)
-        self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
+        self.pool = nn.AvgPool2d(2, 2) if stride == 2 else None
 
     def reset_parameters(self):
         nn.init.trunc_normal_(self.qkv.weight, std=self.qkv.weight.shape[1] ** -0.5)
@@ -189,14 +182,14 @@ class BottleneckAttn(nn.Module):
         v = v.reshape(B * nh, dv, H * W).transpose(1, 2)
         attn = (q @ k) * self.scale + self.pos_embed(q)
         out = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, nh * dv, H, W)
-        return self.pool(out)
+        return out if self.pool is None else self.pool(out)
 
 
 # --- blocks ---------------------------------------------------------------------------------------
 
 def _shortcut(in_chs, out_chs, stride):
     """timm ``downsample='conv1x1'``: a 1x1 ConvNorm (no activation) when the shape changes, else identity."""
-    return ConvNormAct(in_chs, out_chs, 1, stride) if in_chs != out_chs or stride != 1 else nn.Identity()
+    return ConvNormAct(in_chs, out_chs, 1, stride) if in_chs != out_chs or stride != 1 else None
 
 
 class BottleneckBlock(nn.Module):
@@ -204,42 +197,46 @@ class BottleneckBlock(nn.Module):
 
     def __init__(self, in_chs, out_chs, stride=1, bottle_ratio=0.25, se=False, act="relu", drop_path=0.0):
         super().__init__()
-        mid = C.make_divisible(out_chs * bottle_ratio)
+        mid = C.mid_chs(out_chs, bottle_ratio)
         self.shortcut = _shortcut(in_chs, out_chs, stride)
         self.conv1_1x1 = ConvNormAct(in_chs, mid, 1, act=act)
         self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, act=act)
-        self.attn = SEModule(mid) if se else nn.Identity()
+        self.attn = SEModule(mid) if se else None
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1)
         self.drop_path = DropPath(drop_path)
         self.act = _act(act)
 
     def forward(self, x):
-        y = self.conv3_1x1(self.attn(self.conv2_kxk(self.conv1_1x1(x))))
-        return self.act(self.drop_path(y) + self.shortcut(x))
+        y = self.conv2_kxk(self.conv1_1x1(x))
+        if self.attn is not None:
+            y = self.attn(y)
+        y = self.drop_path(self.conv3_1x1(y))
+        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
 
 
 class SelfAttnBlock(nn.Module):
     """1x1 -> self-attention (stride) -> BN + act -> 1x1 (no act) -> drop path -> + shortcut -> act."""
 
-    def __init__(self, in_chs, out_chs, attn: dict, stride=1, bottle_ratio=0.25, act="relu", drop_path=0.0,
+    def __init__(self, in_chs, out_chs, attn: C.AttnCfg, stride=1, bottle_ratio=0.25, act="relu", drop_path=0.0,
                  feat_size=None, window_order="timm"):
         super().__init__()
-        mid = C.make_divisible(out_chs * bottle_ratio)
+        mid = C.mid_chs(out_chs, bottle_ratio)
         self.shortcut = _shortcut(in_chs, out_chs, stride)
         self.conv1_1x1 = ConvNormAct(in_chs, mid, 1, act=act)
-        if attn["kind"] == "halo":
-            self.self_attn = HaloAttn(mid, stride, attn["num_heads"], attn["block_size"], attn["halo_size"],
-                                      window_order)
+        attn = C.attn_cfg(attn)
+        if attn.kind == "halo":
+            self.self_attn = HaloAttn(mid, stride, attn.num_heads, attn.block_size, attn.halo_size, window_order)
         else:
-            self.self_attn = BottleneckAttn(mid, feat_size, stride, attn["num_heads"])
+            self.self_attn = BottleneckAttn(mid, feat_size, stride, attn.num_heads)
         self.post_attn = _BatchNormAct2d(mid, act)
         self.conv3_1x1 = ConvNormAct(mid, out_chs, 1)
         self.drop_path = DropPath(drop_path)
         self.act = _act(act)
 
     def forward(self, x):
-        y = self.conv3_1x1(self.post_attn(self.self_attn(self.conv1_1x1(x))))
-        return self.act(self.drop_path(y) + self.shortcut(x))
+        y = self.post_attn(self.self_attn(self.conv1_1x1(x)))
+        y = self.drop_path(self.conv3_1x1(y))
+        return self.act(y + (x if self.shortcut is None else self.shortcut(x)))
 
 
 class Stem(nn.Module):
@@ -249,25 +246,15 @@ class Stem(nn.Module):
 
     def __init__(self, in_chans, kind, pool, act, pool_pad="neg_inf"):
         super().__init__()
-        if pool_pad not in C.STEM_POOL_PADS:
-            raise ValueError(f"stem_pool_pad must be one of {C.STEM_POOL_PADS}, got {pool_pad!r}")
-        if kind == "7x7":
-            if not pool:
-                raise ValueError("the 7x7 stem is built with its max-pool here")
-            self.conv1 = ConvNormAct(in_chans, C.STEM_CHS, 7, 2, act)
-        elif kind == "tiered":
-            self.conv1 = ConvNormAct(in_chans, 3 * C.STEM_CHS // 8, 3, 2, act)
-            self.conv2 = ConvNormAct(3 * C.STEM_CHS // 8, C.STEM_CHS // 2, 3, 1, act)
-            self.conv3 = ConvNormAct(C.STEM_CHS // 2, C.STEM_CHS, 3, 1 if pool else 2, act)
-        else:
-            raise ValueError(f"unknown stem {kind!r}")
+        convs = [ConvNormAct(cin, cout, k, s, act) for cin, cout, k, s in C.stem_convs(in_chans, kind, pool, pool_pad)]
+        self.conv1, self.conv2, self.conv3 = convs + [None] * (3 - len(convs))  # the 7x7 stem: conv1 only
         self.pool_pad = pool_pad
         self.pool = (nn.MaxPool2d(3, 2, 1) if pool_pad == "neg_inf" else nn.MaxPool2d(3, 2)) if pool else None
 
     def forward(self, x):
-        for name in ("conv1", "conv2", "conv3"):
-            if hasattr(self, name):
-                x = getattr(self, name)(x)
+        x = self.conv1(x)
+        if self.conv2 is not None:
+            x = self.conv3(self.conv2(x))
         if self.pool is not None:
             x = self.pool(x if self.pool_pad == "neg_inf" else F.pad(x, [1, 1, 1, 1]))
         return x
@@ -275,7 +262,7 @@ class Stem(nn.Module):
     def forward_intermediates(self, x):
         """(``forward(x)``, the feature point: the last output before the final stride 2; config.feature_info)."""
         x = feat = self.conv1(x)
-        if hasattr(self, "conv2"):
+        if self.conv2 is not None:
             x = feat = self.conv2(x)
             x = self.conv3(x)
             if self.pool is not None:
@@ -318,23 +305,22 @@ class HaloNet(nn.Module):
         self.constraint = C.input_constraint(cfg, img_size)
         act = cfg["act"]
         self.stem = Stem(in_chans, cfg["stem"], cfg["stem_pool"], act, stem_pool_pad)
-        plan = C.block_plan(cfg)
-        dpr = drop_path_rates(drop_path_rate, len(plan))
+        plan = C.block_plan(cfg, img_size, drop_path_rate)
         stages = [[] for _ in cfg["stages"]]
-        for i, (si, _, kind, cin, cout, stride, br, attn, red) in enumerate(plan):
-            if kind == "B":
-                block = BottleneckBlock(cin, cout, stride, br, cfg["se"], act, dpr[i])
+        for b in plan:
+            if b.kind == "B":
+                block = BottleneckBlock(b.in_chs, b.out_chs, b.stride, b.bottle_ratio, cfg["se"], act, b.drop_path)
             else:
-                feat = None if img_size is None else (img_size // red, img_size // red)
-                block = SelfAttnBlock(cin, cout, attn, stride, br, act, dpr[i], feat, window_order)
-            stages[si].append(block)
+                block = SelfAttnBlock(b.in_chs, b.out_chs, b.attn, b.stride, b.bottle_ratio, act, b.drop_path,
+                                      b.feat_size, window_order)
+            stages[b.stage].append(block)
         self.stages = nn.Sequential(*[nn.Sequential(*blocks) for blocks in stages])
-        chs = plan[-1][4]
+        chs = plan[-1].out_chs
         if cfg["num_features"]:
             self.final_conv = ConvNormAct(chs, cfg["num_features"], 1, act=act)
             chs = cfg["num_features"]
         else:
-            self.final_conv = nn.Identity()
+            self.final_conv = None
         self.num_features = chs
         self.drop_rate = drop_rate
         self.head = ClassifierHead(chs, num_classes, drop_rate)
@@ -352,17 +338,7 @@ class HaloNet(nn.Module):
     def _init_weights(self, zero_init_last):
         """timm's: convs normal(0, sqrt(2 / fan_out)), Linear normal(0, 0.01), BN 1/0; then each block
         zeroes its last BN's weight and re-initialises its attention (trunc-normal, fan-in)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out_normal_(m.weight, m.groups)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_fan_out_(self, linear_std=0.01)
         for m in self.modules():
             if isinstance(m, (BottleneckBlock, SelfAttnBlock)) and zero_init_last:
                 nn.init.zeros_(m.conv3_1x1.bn.weight)
@@ -371,7 +347,8 @@ class HaloNet(nn.Module):
 
     def forward_features(self, x):
         C.check_input(x.shape[-2], x.shape[-1], self.arch, self.constraint)
-        return self.final_conv(self.stages(self.stem(x)))
+        x = self.stages(self.stem(x))
+        return x if self.final_conv is None else self.final_conv(x)
 
     def forward_head(self, x, pre_logits: bool = False):
         return self.head(x, pre_logits)
@@ -388,5 +365,6 @@ class HaloNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        feats[-1] = x = self.final_conv(x)
+        if self.final_conv is not None:
+            feats[-1] = x = self.final_conv(x)
         return x, feats

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
-from zoo.nn import drop_path_rates
 from zoo.nn import ms as L
 from zoo.models.triplet import config as C
 
@@ -118,38 +117,26 @@ class ResNet(nn.Cell):
     def __init__(self, block="basic", layers=(2, 2, 2, 2), gate_kernel=7, stem="imagenet", num_classes=1000,
                  in_chans=3, drop_rate=0.0, drop_path_rate=0.0, global_pool="fixed"):
         super().__init__()
-        if stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        if global_pool not in C.GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {C.GLOBAL_POOLS}, got {global_pool!r}")
+        plan = C.resnet_plan(block, layers, stem, global_pool, drop_path_rate)
         block_cls = _BLOCKS[block]
         self.stem, self.global_pool, self.num_classes = stem, global_pool, num_classes
-        if stem == "imagenet":
-            self.conv1 = L.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
-        else:
-            self.conv1 = L.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = L.BatchNorm2d(64)
+        self.conv1 = L.Conv2d(in_chans, C.STEM_WIDTH, plan.stem_kernel, stride=plan.stem_stride,
+                              padding=plan.stem_kernel // 2, bias=False)
+        self.bn1 = L.BatchNorm2d(C.STEM_WIDTH)
         self.relu = L.ReLU()
-        self.maxpool = L.MaxPool2d(3, 2, 1) if stem == "imagenet" else L.Identity()
-        dpr = drop_path_rates(drop_path_rate, sum(layers))
-        inplanes, idx = 64, 0
-        for i, (planes, n) in enumerate(zip(C.STAGE_PLANES, layers)):
-            stride = 1 if i == 0 else 2
-            downsample = None
-            if stride != 1 or inplanes != planes * block_cls.expansion:
-                downsample = L.SequentialCell([
-                    L.Conv2d(inplanes, planes * block_cls.expansion, 1, stride=stride, bias=False),
-                    L.BatchNorm2d(planes * block_cls.expansion)])
-            blocks = []
-            for j in range(n):
-                blocks.append(block_cls(inplanes, planes, stride if j == 0 else 1, downsample if j == 0 else None,
-                                        gate_kernel, dpr[idx]))
-                inplanes, idx = planes * block_cls.expansion, idx + 1
+        self.maxpool = L.MaxPool2d(3, 2, 1) if plan.maxpool else None
+        stages = [[] for _ in C.STAGE_PLANES]
+        for b in plan.blocks:
+            out = b.planes * block_cls.expansion
+            downsample = L.SequentialCell([L.Conv2d(b.inplanes, out, 1, stride=b.stride, bias=False),
+                                           L.BatchNorm2d(out)]) if b.downsample else None
+            stages[b.stage].append(block_cls(b.inplanes, b.planes, b.stride, downsample, gate_kernel, b.drop_path))
+        for i, blocks in enumerate(stages):
             setattr(self, f"layer{i + 1}", L.SequentialCell(blocks))
-        self.num_features = inplanes
-        self.avgpool = L.AvgPool2d(7 if stem == "imagenet" else 4) if global_pool == "fixed" else None
+        self.num_features = plan.num_features
+        self.avgpool = L.AvgPool2d(plan.pool_window) if plan.pool_window else None  # None: global mean
         self.drop = L.Dropout(drop_rate)
-        self.fc = L.Linear(inplanes, num_classes) if num_classes > 0 else L.Identity()
+        self.fc = L.Linear(plan.num_features, num_classes) if num_classes > 0 else L.Identity()
         self._init_weights()
 
     def reset_classifier(self, num_classes: int) -> None:
@@ -161,21 +148,18 @@ class ResNet(nn.Cell):
             L.zeros_(self.fc.bias)
 
     def _init_weights(self):
-        """The reference's name-keyed scheme (see ``pt.ResNet._init_weights``)."""
+        """The reference's scheme, keyed on the PyTorch twin's state-dict names (``config.resnet_init``)."""
         if isinstance(self.fc, nn.Dense):
             L.kaiming_normal_(self.fc.weight)
-        for cell_name, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d) and "conv" in f"{cell_name}.weight":
-                L.kaiming_normal_(cell.weight, mode="fan_out")
-            elif isinstance(cell, nn.BatchNorm2d) and "bn" in cell_name:
-                L.constant_(cell.gamma, 0.0 if "SpatialGate" in cell_name else 1.0)
-                L.zeros_(cell.beta)
-            elif isinstance(cell, nn.Dense):
-                L.zeros_(cell.bias)
+        for key, param in L.pt_named_parameters(self):
+            rule = C.resnet_init(key)
+            if rule is not None:
+                getattr(L, rule[0])(param, **rule[1])
 
     def forward_features(self, x):
         C.check_resnet_input(x.shape[-2], x.shape[-1], self.stem, self.global_pool)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = x if self.maxpool is None else self.maxpool(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward_head(self, x, pre_logits: bool = False):
@@ -222,7 +206,7 @@ class ConvBNReLU(nn.SequentialCell):
 class InvertedResidual(nn.Cell):
     def __init__(self, inp, oup, stride, expand_ratio, gate_kernel=7, drop_path=0.0):
         super().__init__()
-        hidden = int(round(inp * expand_ratio))
+        hidden = C.expand_width(inp, expand_ratio)
         self.use_res_connect = stride == 1 and inp == oup
         layers = [ConvBNReLU(inp, hidden, kernel_size=1)] if expand_ratio != 1 else []
         layers += [ConvBNReLU(hidden, hidden, stride=stride, groups=hidden),
@@ -244,15 +228,10 @@ class MobileNetV2(nn.Cell):
     def __init__(self, gate_kernel=7, num_classes=1000, in_chans=3, drop_rate=C.MOBILENETV2_DROP, drop_path_rate=0.0):
         super().__init__()
         self.num_classes = num_classes
-        n_blocks = sum(n for _, _, n, _ in C.MOBILENETV2_SETTING)
-        dpr = drop_path_rates(drop_path_rate, n_blocks)
+        plan = C.mobilenetv2_plan(drop_path_rate)
         features = [ConvBNReLU(in_chans, C.MOBILENETV2_STEM, stride=2)]
-        cin = C.MOBILENETV2_STEM
-        for t, c, n, s in C.MOBILENETV2_SETTING:
-            for i in range(n):
-                features.append(InvertedResidual(cin, c, s if i == 0 else 1, t, gate_kernel, dpr[len(features) - 1]))
-                cin = c
-        features.append(ConvBNReLU(cin, C.MOBILENETV2_LAST, kernel_size=1))
+        features += [InvertedResidual(b.inp, b.oup, b.stride, b.expand_ratio, gate_kernel, b.drop_path) for b in plan]
+        features.append(ConvBNReLU(plan[-1].oup, C.MOBILENETV2_LAST, kernel_size=1))
         self.features = L.SequentialCell(features)
         self.num_features = C.MOBILENETV2_LAST
         self.classifier = L.SequentialCell([
@@ -280,8 +259,7 @@ class MobileNetV2(nn.Cell):
                 L.zeros_(cell.bias)
 
     def forward_features(self, x):
-        if min(x.shape[-2], x.shape[-1]) < 32:
-            raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is too small for MobileNetV2 (at least 32 px)")
+        C.check_mobilenetv2_input(x.shape[-2], x.shape[-1])
         return self.features(x)
 
     def forward_head(self, x, pre_logits: bool = False):

@@ -6,6 +6,9 @@ with an overlapping patch embedding (7x7/4 then 3x3/2 convolutions with BatchNor
 blocks (BatchNorm, large kernel attention, BatchNorm, convolutional MLP, each with a layer scale) and
 ends with a LayerNorm over the channels of every token.
 """
+from typing import NamedTuple, Tuple
+
+from zoo.nn import drop_path_rates
 from zoo.registry import ModelEntry, Preprocess, Published, register
 
 # name -> (embed_dims, depths); every variant uses mlp_ratios (8, 8, 4, 4)
@@ -34,6 +37,29 @@ MLP_DW_KERNEL = 3
 def van_args(name: str) -> dict:
     dims, depths = VARIANTS[name]
     return dict(embed_dims=dims, depths=depths, mlp_ratios=MLP_RATIOS)
+
+
+NUM_STAGES = 4
+
+
+class StageCfg(NamedTuple):
+    """Stage ``index`` (``patch_embed{index + 1}``, ``block{index + 1}``, ``norm{index + 1}``)."""
+    index: int
+    in_chs: int
+    dim: int
+    mlp_ratio: float
+    patch: Tuple[int, int, int]  # the patch embedding's (kernel, stride, padding)
+    drop_paths: Tuple[float, ...]  # one per block: the block count and each block's stochastic depth
+
+
+def van_plan(embed_dims, depths, mlp_ratios, in_chans: int, drop_path_rate: float) -> Tuple[StageCfg, ...]:
+    """Checks the arguments and slices the linear drop-path rates over the four stages."""
+    if len(embed_dims) != NUM_STAGES or len(depths) != NUM_STAGES or len(mlp_ratios) != NUM_STAGES:
+        raise ValueError("VAN has four stages: embed_dims, depths and mlp_ratios need four entries each")
+    dpr = drop_path_rates(drop_path_rate, sum(depths))
+    starts = [sum(depths[:i]) for i in range(NUM_STAGES)]
+    return tuple(StageCfg(i, in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], mlp_ratios[i], PATCH[i],
+                          tuple(dpr[starts[i]:starts[i] + depths[i]])) for i in range(NUM_STAGES))
 
 
 def check_input(shape, in_chans: int) -> None:

@@ -10,7 +10,6 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from zoo.nn import drop_path_rates
 from zoo.nn import ms as L
 from zoo.models.van import config as C
 
@@ -104,22 +103,14 @@ class VAN(nn.Cell):
     def __init__(self, embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), mlp_ratios=C.MLP_RATIOS,
                  num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, ln_eps=C.LN_EPS):
         super().__init__()
-        if len(embed_dims) != 4 or len(depths) != 4 or len(mlp_ratios) != 4:
-            raise ValueError("VAN has four stages: embed_dims, depths and mlp_ratios need four entries each")
+        plan = C.van_plan(embed_dims, depths, mlp_ratios, in_chans, drop_path_rate)
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.depths, self.num_stages = tuple(depths), 4
-        dpr = drop_path_rates(drop_path_rate, sum(depths))
-        cur = 0
-        for i in range(self.num_stages):
-            k, s, p = C.PATCH[i]
-            patch_embed = OverlapPatchEmbed(k, s, p, in_chans if i == 0 else embed_dims[i - 1], embed_dims[i])
-            block = L.CellList([Block(embed_dims[i], mlp_ratios[i], drop_rate, dpr[cur + j])
-                                for j in range(depths[i])])
-            norm = L.LayerNorm(embed_dims[i], eps=ln_eps)
-            cur += depths[i]
-            setattr(self, f"patch_embed{i + 1}", patch_embed)
-            setattr(self, f"block{i + 1}", block)
-            setattr(self, f"norm{i + 1}", norm)
+        self.depths, self.num_stages = tuple(depths), C.NUM_STAGES
+        for st in plan:
+            setattr(self, f"patch_embed{st.index + 1}", OverlapPatchEmbed(*st.patch, st.in_chs, st.dim))
+            setattr(self, f"block{st.index + 1}",
+                    L.CellList([Block(st.dim, st.mlp_ratio, drop_rate, dp) for dp in st.drop_paths]))
+            setattr(self, f"norm{st.index + 1}", L.LayerNorm(st.dim, eps=ln_eps))
         self.num_features = embed_dims[3]
         self.head = L.Linear(embed_dims[3], num_classes) if num_classes > 0 else L.Identity()
         self._init_weights()
@@ -134,18 +125,7 @@ class VAN(nn.Cell):
 
     def _init_weights(self):
         """The reference's init (see ``pt.VAN._init_weights``)."""
-        for _, cell in self.cells_and_names():
-            if isinstance(cell, nn.Conv2d):
-                L.fan_out_normal_(cell.weight, cell.group)
-                if cell.bias is not None:
-                    L.zeros_(cell.bias)
-            elif isinstance(cell, nn.Dense):
-                L.trunc_normal_(cell.weight, std=0.02, a=-2.0, b=2.0)
-                if cell.bias is not None:
-                    L.zeros_(cell.bias)
-            elif isinstance(cell, nn.LayerNorm):
-                L.ones_(cell.gamma)
-                L.zeros_(cell.beta)
+        L.init_fan_out_(self, linear_std=0.02, linear_trunc=True)
 
     def forward_features(self, x):
         C.check_input(x.shape, self.in_chans)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.nn import drop_path_rates
-from zoo.nn.pt import DropPath, fan_out_normal_
+from zoo.nn.pt import DropPath, init_fan_out_
 from zoo.models.van import config as C
 
 
@@ -116,22 +115,14 @@ class VAN(nn.Module):
     def __init__(self, embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), mlp_ratios=C.MLP_RATIOS,
                  num_classes=1000, in_chans=3, drop_rate=0.0, drop_path_rate=0.0, ln_eps=C.LN_EPS):
         super().__init__()
-        if len(embed_dims) != 4 or len(depths) != 4 or len(mlp_ratios) != 4:
-            raise ValueError("VAN has four stages: embed_dims, depths and mlp_ratios need four entries each")
+        plan = C.van_plan(embed_dims, depths, mlp_ratios, in_chans, drop_path_rate)
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.depths, self.num_stages = tuple(depths), 4
-        dpr = drop_path_rates(drop_path_rate, sum(depths))
-        cur = 0
-        for i in range(self.num_stages):
-            k, s, p = C.PATCH[i]
-            patch_embed = OverlapPatchEmbed(k, s, p, in_chans if i == 0 else embed_dims[i - 1], embed_dims[i])
-            block = nn.ModuleList([Block(embed_dims[i], mlp_ratios[i], drop_rate, dpr[cur + j])
-                                   for j in range(depths[i])])
-            norm = nn.LayerNorm(embed_dims[i], eps=ln_eps)
-            cur += depths[i]
-            setattr(self, f"patch_embed{i + 1}", patch_embed)
-            setattr(self, f"block{i + 1}", block)
-            setattr(self, f"norm{i + 1}", norm)
+        self.depths, self.num_stages = tuple(depths), C.NUM_STAGES
+        for st in plan:
+            setattr(self, f"patch_embed{st.index + 1}", OverlapPatchEmbed(*st.patch, st.in_chs, st.dim))
+            setattr(self, f"block{st.index + 1}",
+                    nn.ModuleList([Block(st.dim, st.mlp_ratio, drop_rate, dp) for dp in st.drop_paths]))
+            setattr(self, f"norm{st.index + 1}", nn.LayerNorm(st.dim, eps=ln_eps))
         self.num_features = embed_dims[3]
         self.head = nn.Linear(embed_dims[3], num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
@@ -148,18 +139,7 @@ class VAN(nn.Module):
         """The reference's: conv normal(0, sqrt(2 / fan_out)) with fan_out = kh*kw*out/groups and zero bias,
         Linear trunc_normal(std 0.02) (timm's absolute bounds +-2) and zero bias, LayerNorm 1/0,
         BatchNorm PyTorch's 1/0, layer scales 1e-2 (set in ``Block``)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out_normal_(m.weight, m.groups)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_fan_out_(self, linear_std=0.02, linear_trunc=True)
 
     def forward_features(self, x):
         C.check_input(x.shape, self.in_chans)

@@ -41,7 +41,7 @@ class Attention(nn.Cell):
         self.mask = GaussianMixtureMask(heads, num_kernels) if gmm else None
         self.qk = ops.BatchMatMul(transpose_b=True)
         self.bmm = ops.BatchMatMul()
-        self.softmax = nn.Softmax(axis=-1)
+        self.softmax = L.Softmax(dim=-1)
 
     def _mix(self, t, w):
         """einsum('bhij,hg->bgij', t, w) as (w^T broadcast over the batch) @ t.reshape(B, h, i*j)."""

@@ -41,7 +41,7 @@ class Attention(nn.Cell):
         self.mask = GaussianMixtureMask(heads, num_kernels) if gmm else None
         self.qk = ops.BatchMatMul(transpose_b=True)
         self.av = ops.BatchMatMul()
-        self.softmax = nn.Softmax(axis=-1)
+        self.softmax = L.Softmax(dim=-1)
 
     def construct(self, x, base):
         qkv = self.to_qkv(x)
