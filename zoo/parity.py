@@ -487,7 +487,7 @@ def check_features(name: str, input_size: Optional[Sequence[int]] = None, batch:
         core.load_into_ms(net.model, core.to_ms(core.pt_state(pt.model), core.spec_of(pt.model)))
         best = None
         for k in range(INPUT_TRIES):
-            x = _plain_input((batch, *input_size), seed + 1000 * k)
+            x = draw_input((batch, *input_size), seed + 1000 * k)
             refs, floors, scales = _feature_reference(pt, x)
             if best is None or max(floors) < max(best[2]):
                 best = (seed + 1000 * k, x, floors, refs, scales)
