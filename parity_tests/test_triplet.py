@@ -15,19 +15,25 @@ NAMES = registry.list_models("triplet")
 
 # gradients in GRAPH mode (the training path) once per architecture, PYNATIVE for the other variants
 GRAPH_GRADS = {"triplet_resnet18", "triplet_resnet50", "triplet_mobilenetv2", "triplet_resnet18_cifar"}
+# ResNet-101 repeats ResNet-50's bottleneck blocks (17 more in layer3): forward at full depth in both modes and
+# the round trip here; its gradients (~35 s each in PYNATIVE, the suite's slowest) are ResNet-50's blocks',
+# checked above and block by block in test_block_gradients_strict. `zoo parity triplet_resnet101 --small` has them.
+FORWARD_ONLY = {"triplet_resnet101", "triplet_resnet101_k3"}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_parity_small_input(name):
     """Forward (PYNATIVE and GRAPH), gradients and the round trip, at each model's test input."""
     e = registry.get(name)
-    r = parity.check(name, input_size=e.test_input_size or e.input_size,
+    grads = name not in FORWARD_ONLY
+    r = parity.check(name, input_size=e.test_input_size or e.input_size, grads=grads,
                      grad_mode="graph" if name in GRAPH_GRADS else "pynative")
     print("\n" + parity.format_table([r]))
     assert r.error is None, r.error
     assert r.roundtrip
     assert set(r.fwd) == {"pynative", "graph"} and max(r.fwd.values()) <= parity.FWD_BOUND
-    assert r.grad_ratio is not None and r.grad_ratio <= 1.0, r.grad_details[:3]
+    if grads:
+        assert r.grad_ratio is not None and r.grad_ratio <= 1.0, r.grad_details[:3]
     assert r.passed
 
 

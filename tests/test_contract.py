@@ -49,8 +49,6 @@ SIGMAS = 6.0  # bound of the mean and std comparisons, in standard errors
 KS_SAMPLE = 20_000  # elements compared per random tensor (a fixed subsample of larger ones)
 
 
-def _group(name):
-    return pytest.param(name, marks=pytest.mark.xdist_group(f"contract-{name}"), id=name)
 
 
 class Twins:
@@ -82,17 +80,6 @@ class Twins:
         return np.random.default_rng(0).standard_normal((BATCH, c, *self.input_size[1:])).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def twins(request):
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    return Twins(request.param)
-
-
-# every per-model test: pytest orders them model by model (one fixture instance, so one build, per model); the
-# xdist_group marks are for --dist loadgroup (not what make test runs)
-over_models = pytest.mark.parametrize("twins", [_group(n) for n in NAMES], indirect=True)
-
-
 def run(model, fn, x):
     """``fn`` (a bound method of ``model``, or the model) on numpy/framework ``x``, eval mode; numpy out."""
     if isinstance(model, torch.nn.Module):
@@ -108,8 +95,7 @@ def to_np(t):
 
 # --- forward, features, head ---------------------------------------------------------------------------
 
-@over_models
-def test_forward_features_and_head(twins):
+def check_forward_features_and_head(twins):
     """forward_features, forward_head and its pre_logits: the registered classes and num_features, the same
     shapes in both twins (the forward itself: the next test)."""
     e, x = twins.entry, twins.x()
@@ -126,8 +112,7 @@ def test_forward_features_and_head(twins):
     assert shapes["pt"] == shapes["ms"]
 
 
-@over_models
-def test_headless_pooled_features_in_chans_and_reset_classifier(twins):
+def check_headless_pooled_features_in_chans_and_reset_classifier(twins):
     """num_classes=0 (with in_chans=1): the forward gives the pooled features, (batch, num_features);
     reset_classifier(n): the registry's classifier gives n logits from them, with the converter's MindSpore names
     and the same init in both twins."""
@@ -164,8 +149,7 @@ def drop_path_rates(model):
     return {k: float(getattr(m, "drop_prob", 0.0)) for k, m in items if k.rsplit(".", 1)[-1] == "drop_path"}
 
 
-@over_models
-def test_drop_path_spread(twins):
+def check_drop_path_spread(twins):
     got = {fw: drop_path_rates(twins.build(fw, "headless")) for fw in ("pt", "ms")}
     assert got["pt"] == pytest.approx(got["ms"], abs=1e-7) and list(got["pt"]) == list(got["ms"])
     rates = list(got["pt"].values())
@@ -198,8 +182,7 @@ def assert_ms_params_as_predicted(pt, net):
     assert {k for k in want if trainable[k] != got_trainable[k]} == set()
 
 
-@over_models
-def test_ms_parameters_are_the_converters_prediction(twins):
+def check_ms_parameters_are_the_converters_prediction(twins):
     assert_ms_params_as_predicted(twins.build("pt"), twins.build("ms"))
 
 
@@ -258,8 +241,7 @@ def compare_inits(pt, net, only=lambda k: True):
     assert bad == {}, "\n".join(f"{k}: {v}" for k, v in bad.items())
 
 
-@over_models
-def test_initialisations_agree_in_distribution(twins):
+def check_initialisations_agree_in_distribution(twins):
     compare_inits(twins.build("pt"), twins.build("ms"))
 
 
@@ -346,3 +328,26 @@ def test_twins_define_the_same_classes_and_constructors(family):
     for e in registry.entries().values():
         if e.family == family:
             assert ("", e.cls) in pt or any(c == e.cls for _, c in pt), e.name
+
+
+CHECKS = (
+    check_forward_features_and_head,
+    check_headless_pooled_features_in_chans_and_reset_classifier,
+    check_drop_path_spread,
+    check_ms_parameters_are_the_converters_prediction,
+    check_initialisations_agree_in_distribution,
+)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_contract(name):
+    """Every check above on one model's twins, each twin built once for all of them (one test per model, so that
+    xdist's workers never build the same model twice); every check runs and every failure is reported."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    twins, failures = Twins(name), []
+    for check in CHECKS:
+        try:
+            check(twins)
+        except AssertionError as err:
+            failures.append(f"{check.__name__}: {err}")
+    assert not failures, "\n".join(failures)
