@@ -93,7 +93,9 @@ class ExactGELU(nn.GELU):
     CPU; see docs/benchmarks.md ("Where the time goes"). A subclass, so ``isinstance(cell, nn.GELU)`` holds.
     """
 
-    def __init__(self):
+    def __init__(self, approximate: bool = False):
+        if approximate:
+            raise ValueError("ExactGELU is the erf form; use nn.GELU(approximate=True) for the tanh form")
         super().__init__(approximate=False)
 
     def construct(self, x):
