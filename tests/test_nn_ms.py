@@ -89,6 +89,25 @@ def test_gelu(approximate):
     np.testing.assert_allclose(a, b, atol=2e-6)
 
 
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_exact_gelu_against_float64_forward_and_gradient(mode):
+    """``ExactGELU`` (erf-free, for speed on MindSpore's CPU) is the erf GELU to float32 rounding."""
+    x = np.concatenate([RNG.standard_normal(2000) * 4, np.linspace(-30, 30, 601), [-1e4, 0.0, 1e4]]).astype(np.float32)
+    xd = torch.from_numpy(x).double().requires_grad_(True)
+    yd = torch.nn.functional.gelu(xd)
+    gd = torch.autograd.grad(yd.sum(), xd)[0].numpy()
+    act = L.GELU("none")
+    grad = ms.ops.GradOperation()(act)
+    ms.set_context(mode=mode)
+    try:
+        y, g = act(ms.Tensor(x)).asnumpy(), grad(ms.Tensor(x)).asnumpy()
+    finally:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    assert isinstance(act, ms.nn.GELU)
+    assert np.all(np.abs(y - yd.detach().numpy()) <= 1e-6 * np.maximum(1, np.abs(yd.detach().numpy())))
+    assert np.abs(g - gd).max() < 2e-6
+
+
 def test_dropout_probability_is_the_drop_probability():
     d = L.Dropout(0.1)
     d.set_train(True)

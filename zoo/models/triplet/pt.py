@@ -45,7 +45,8 @@ class SpatialGate(nn.Module):
         self.spatial = BasicConv(2, 1, kernel_size)
 
     def forward(self, x):
-        return x * torch.sigmoid(self.spatial(self.compress(x)))
+        # sigmoid in place on the fresh BN output, as the reference (``torch.sigmoid_``): one allocation less
+        return x * torch.sigmoid_(self.spatial(self.compress(x)))
 
 
 class TripletAttention(nn.Module):
@@ -94,7 +95,8 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         out = self.drop_path(self.triplet_attention(out))
-        return self.relu(out + shortcut)
+        out += shortcut  # in place, as the reference: no new activation-sized tensor per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -121,7 +123,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         out = self.drop_path(self.triplet_attention(out))
-        return self.relu(out + shortcut)
+        out += shortcut  # in place, as the reference: no new activation-sized tensor per block
+        return self.relu(out)
 
 
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
