@@ -1,0 +1,109 @@
+"""`zoo bench`, in-process (through zoo.cli.main): the CSV's columns and derived figures, the report files, and
+the error paths. No timing assertions: the figures depend on the machine."""
+import csv
+import os
+
+import pytest
+
+from zoo import cli
+from zoo.bench import report
+
+MODEL = "triplet_resnet18_cifar"
+
+
+def test_bench_one_small_model_writes_csv_plot_and_markdown(tmp_path, capsys):
+    out_csv, out_png, out_md = tmp_path / "b.csv", tmp_path / "b.png", tmp_path / "bench.md"
+    code = cli.main(["bench", MODEL, "--input-size", "32", "--batch", "2", "--repeats", "2", "--warmup", "0",
+                     "--modes", "infer,train", "--frameworks", "pt,ms-graph", "--csv", str(out_csv),
+                     "--plot", str(out_png), "--markdown", str(out_md)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"[1/1] {MODEL} at 32x32, batch 2" in captured.err and "2 CPU threads per framework" in captured.err
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["framework"] for r in rows] == ["pt", "ms-graph"]
+    for col in ("infer_samples_per_sec", "infer_step_time", "infer_batch_size", "param_count", "infer_gmacs",
+                "train_samples_per_sec", "train_step_time", "train_batch_size", "ratio_ms_pt", "compile_s"):
+        assert any(col in c for c in rows[0]), col
+    assert set(report.COLUMNS) == set(rows[0])
+    for r in rows:
+        assert r["model"] == MODEL and r["img_size"] == "32" and r["threads"] == "2" and not r["error"]
+        for m in ("infer", "train"):
+            batch, step_ms, ips = int(r[f"{m}_batch_size"]), float(r[f"{m}_step_time"]), float(r[f"{m}_samples_per_sec"])
+            assert batch == 2 and step_ms > 0
+            assert ips == pytest.approx(batch / (step_ms / 1e3), rel=1e-4)  # derived, never typed
+            gflops = float(r[f"{m}_gflops"])
+            assert float(r[f"{m}_pct_peak"]) == pytest.approx(100 * gflops / float(r["peak_gflops"]), rel=1e-3)
+    pt, ms = rows
+    assert float(pt["param_count"]) == pytest.approx(11.18, abs=0.01)  # 11,176,... parameters, in millions
+    assert pt["infer_ratio_ms_pt"] == "" and float(ms["infer_ratio_ms_pt"]) > 0 and float(ms["train_ratio_ms_pt"]) > 0
+    assert float(ms["infer_compile_s"]) > 0 and float(ms["train_compile_s"]) > 0 and pt["train_compile_s"] == ""
+    assert open(out_png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    md = open(out_md).read()
+    assert f"zoo bench {MODEL} --input-size 32" in md and "MindSpore 2.8" in md and f"`{MODEL}`" in md
+    assert "<!-- zoo bench: speed -->" in md and "Not measured" not in md
+    # console table on stdout
+    assert "infer MS/PT" in captured.out and MODEL in captured.out
+
+
+def test_markdown_sections_are_replaced_and_kept(tmp_path):
+    path = str(tmp_path / "b.md")
+    report.write_markdown(path, {"speed": "speed one"})
+    report.write_markdown(path, {"compile-cache": "cache one"})
+    report.write_markdown(path, {"speed": "speed two"})
+    text = open(path).read()
+    assert "speed two" in text and "cache one" in text and "speed one" not in text
+    assert text.index("speed two") < text.index("cache one") and text.startswith("# Benchmarks")
+
+
+def test_missing_models_are_named_in_the_markdown():
+    info = dict(cpu="x", cores=2, mem_gib=None, gpu=None, python="3.11", mindspore="2.8.0", torch="2", numpy="1")
+    row = dict(model="a", framework="pt", img_size=32, param_count=1.0, infer_gmacs=0.1, infer_samples_per_sec=2.0,
+               infer_pct_peak=1.0, peak_gflops=10.0)
+    text = report.speed_markdown([row], "zoo bench a b", info, 2, 8, 3, ["infer"], ["pt", "ms-graph"],
+                                 report.missing_models(["a", "b"], [row]), "not reached:")
+    assert "**Not measured (1 models)**: not reached: `b`." in text and "| `a` | 32 |" in text
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "triplet_resnet18_cifarr"], "unknown model 'triplet_resnet18_cifarr'. Did you mean: "),
+    (["bench", "--family", "nosuch"], "unknown family 'nosuch'"),
+    (["bench"], "give model names, --family F or --all"),
+    (["bench", MODEL, "--all"], "give model names, --family F or --all"),
+    (["bench", MODEL, "--layer", "halo_attn"], "--layer measures layers, not models"),
+    (["bench", MODEL, "--csv", "/no/such/folder/b.csv"], "the folder /no/such/folder does not exist"),
+])
+def test_errors_are_messages_not_tracebacks(argv, words, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoo bench: error: ") and words in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", MODEL, "--batch", "0"], "--batch: must be at least 1, got 0"),
+    (["bench", MODEL, "--repeats", "x"], "--repeats: expected a whole number"),
+    (["bench", MODEL, "--modes", "infer,fly"], "--modes: 'infer,fly': use a comma-separated list of infer, train"),
+    (["bench", MODEL, "--frameworks", "tf"], "use a comma-separated list of pt, ms-graph, ms-pynative"),
+    (["bench", MODEL, "--amp", "O1"], "invalid choice: 'O1'"),
+])
+def test_bad_options_are_usage_errors(argv, words, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_help_explains(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "-h"])
+    out = capsys.readouterr().out
+    assert "alternate" in out and "--compile-cache" in out and "--layer" in out and "img/s" in out
+
+
+def test_tools_bench_is_zoo_bench():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench.py")
+    spec = importlib.util.spec_from_file_location("bench_tool", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["triplet_resnet18_cifarr"]) == 2
