@@ -29,7 +29,8 @@ def test_bench_one_small_model_writes_csv_plot_and_markdown(tmp_path, capsys):
     for r in rows:
         assert r["model"] == MODEL and r["img_size"] == "32" and r["threads"] == "2" and not r["error"]
         for m in ("infer", "train"):
-            batch, step_ms, ips = int(r[f"{m}_batch_size"]), float(r[f"{m}_step_time"]), float(r[f"{m}_samples_per_sec"])
+            batch, step_ms = int(r[f"{m}_batch_size"]), float(r[f"{m}_step_time"])
+            ips = float(r[f"{m}_samples_per_sec"])
             assert batch == 2 and step_ms > 0
             assert ips == pytest.approx(batch / (step_ms / 1e3), rel=1e-4)  # derived, never typed
             gflops = float(r[f"{m}_gflops"])
@@ -107,3 +108,61 @@ def test_tools_bench_is_zoo_bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.main(["triplet_resnet18_cifarr"]) == 2
+
+
+def test_compile_cache_key_changes_with_what_changes_the_graph():
+    from zoo.compile_cache import cache_key
+
+    base = cache_key(MODEL, "train", (8, 3, 32, 32), "O0", 0, kwargs={"lr": 0.1})
+    assert base == cache_key(MODEL, "train", (8, 3, 32, 32), "O0", 0, kwargs={"lr": 0.1})
+    others = [cache_key(MODEL, "train", (4, 3, 32, 32), "O0", 0, kwargs={"lr": 0.1}),
+              cache_key(MODEL, "train", (8, 3, 32, 32), "O2", 0, kwargs={"lr": 0.1}),
+              cache_key(MODEL, "infer", (8, 3, 32, 32), "O0", 0, kwargs={"lr": 0.1}),
+              cache_key(MODEL, "train", (8, 3, 32, 32), "O0", 0, kwargs={"lr": 0.2}),
+              cache_key("triplet_resnet18", "train", (8, 3, 32, 32), "O0", 0, kwargs={"lr": 0.1})]
+    assert len({base, *others}) == 6 and base.startswith(MODEL + "-train-")
+
+
+def test_trainer_keeps_its_compile_cache_in_the_run_folder(tmp_path, monkeypatch):
+    from zoo import compile_cache
+    from zoo.train.config import load_config
+    from zoo.train.ms import MindSporeBackend
+
+    for var in (compile_cache.ENABLE, compile_cache.PATH, compile_cache.ENV):
+        monkeypatch.delenv(var, raising=False)
+
+    def backend(**kw):
+        cfg = load_config(None, dict(model=MODEL, num_classes=10, device_target="CPU", image_resize=32, batch_size=4,
+                                     ckpt_save_dir=str(tmp_path / "run"), **kw))
+        return MindSporeBackend(cfg)
+
+    b = backend()
+    b.enable_compile_cache([0.1] * 5)
+    assert os.path.dirname(b.compile_cache) == str(tmp_path / "run" / "compile_cache")
+    assert os.environ[compile_cache.ENABLE] == "1" and os.environ[compile_cache.PATH] == b.compile_cache
+    first = b.compile_cache
+    b.enable_compile_cache([0.1] * 4 + [0.05])  # another schedule: another graph folder
+    assert b.compile_cache != first
+    b = backend(label_smoothing=0.1)  # a recipe key that changes the graph
+    b.enable_compile_cache([0.1] * 5)
+    assert b.compile_cache != first
+    b = backend(log_interval=3, data_dir="/elsewhere")  # keys that do not: the same graph
+    b.enable_compile_cache([0.1] * 5)
+    assert b.compile_cache == first
+    b.finish()
+    assert compile_cache.ENABLE not in os.environ
+    monkeypatch.setenv(compile_cache.ENV, "off")
+    b.enable_compile_cache([0.1] * 5)
+    assert b.compile_cache is None and compile_cache.ENABLE not in os.environ
+    monkeypatch.setenv(compile_cache.ENV, str(tmp_path / "shared"))
+    b.enable_compile_cache([0.1] * 5)
+    assert os.path.dirname(b.compile_cache) == str(tmp_path / "shared")
+    b.finish()
+    monkeypatch.delenv(compile_cache.ENV)
+    monkeypatch.setenv(compile_cache.PATH, "/users/own")  # the user's own setting wins
+    b.enable_compile_cache([0.1] * 5)
+    assert b.compile_cache is None and os.environ[compile_cache.PATH] == "/users/own"
+    b = backend(mode=1)  # PYNATIVE: no graph
+    monkeypatch.delenv(compile_cache.PATH)
+    b.enable_compile_cache([0.1] * 5)
+    assert b.compile_cache is None

@@ -21,6 +21,7 @@ import os
 from typing import Any, Optional, Sequence
 
 ENABLE, PATH = "MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"
+_enabled = {"path": None}  # the folder this process set (so that it is not taken for the user's own setting)
 
 
 def source_hash(family: str) -> str:
@@ -52,18 +53,39 @@ def cache_key(model: str, what: str, input_shape: Sequence[int], amp_level: str 
     return f"{model}-{what}-{digest}"
 
 
+# recipe keys that cannot change a compiled graph (paths, logging, checkpoint policy, data reading); every other
+# key, and the learning-rate schedule itself, is part of a training graph's key
+NOT_IN_GRAPH = ("data_dir", "train_split", "val_split", "shuffle", "num_parallel_workers", "val_while_train",
+                "val_interval", "ckpt_save_dir", "keep_checkpoint_max", "ckpt_save_interval", "ckpt_save_steps",
+                "ckpt_save_all_ranks", "resume", "ckpt_path", "log_interval", "record_samples", "seed")
+ENV = "ZOO_COMPILE_CACHE"  # off (or 0): no cache; a folder: the cache root instead of <run folder>/compile_cache
+
+
+def train_cache_root(run_dir: str) -> Optional[str]:
+    """Where the trainer keeps compiled graphs: ``<run folder>/compile_cache`` unless ``ZOO_COMPILE_CACHE`` says
+    otherwise; None when it is off or the user set MindSpore's own variables (theirs win)."""
+    choice = os.environ.get(ENV, "").strip()
+    theirs = (ENABLE in os.environ or PATH in os.environ) and os.environ.get(PATH) != _enabled["path"]
+    if choice.lower() in ("0", "off", "false", "no") or theirs:
+        return None
+    return choice or os.path.join(run_dir, "compile_cache")
+
+
 def enable(root: str, key: str) -> str:
     """Turn the cache on for the graphs compiled from now on in this process, in ``<root>/<key>``; returns it."""
     path = os.path.join(os.path.abspath(root), key)
     os.makedirs(path, exist_ok=True)
     os.environ[ENABLE] = "1"
     os.environ[PATH] = path
+    _enabled["path"] = path
     return path
 
 
 def disable() -> None:
-    os.environ.pop(ENABLE, None)
-    os.environ.pop(PATH, None)
+    if os.environ.get(PATH) == _enabled["path"]:
+        os.environ.pop(ENABLE, None)
+        os.environ.pop(PATH, None)
+    _enabled["path"] = None
 
 
 def is_warm(path: str) -> bool:

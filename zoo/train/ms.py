@@ -82,12 +82,35 @@ class MindSporeBackend:
 
     # --- building --------------------------------------------------------------------------
 
+    def enable_compile_cache(self, schedule: list) -> None:
+        """MindSpore's compile cache for this run's graphs (GRAPH mode), in ``<ckpt_save_dir>/compile_cache/<key>``:
+        a rerun, a resume or another rank loads the compiled train step instead of compiling it again. The key
+        covers every recipe key that can change a graph, the schedule, the ranks and the model code
+        (``zoo.compile_cache``); ``ZOO_COMPILE_CACHE=off`` turns it off."""
+        import hashlib
+
+        from zoo import compile_cache
+        from zoo.train.config import to_dict
+
+        self.compile_cache = None
+        root = compile_cache.train_cache_root(self.cfg.ckpt_save_dir)
+        if self.cfg.mode != 0 or root is None:
+            return
+        cfg = self.cfg
+        graph_keys = {k: v for k, v in to_dict(cfg).items() if k not in compile_cache.NOT_IN_GRAPH}
+        lr = hashlib.sha256(np.asarray(schedule, np.float64).tobytes()).hexdigest()[:16]
+        key = compile_cache.cache_key(cfg.model, "train", (cfg.batch_size, cfg.in_channels, cfg.image_resize,
+                                                           cfg.image_resize), cfg.amp_level, cfg.mode,
+                                      kwargs=graph_keys, extra=dict(lr=lr, steps=len(schedule), world=self.world))
+        self.compile_cache = compile_cache.enable(root, key)
+
     def build(self, schedule: list) -> None:
         from mindcv.loss import create_loss
 
         import zoo
 
         cfg = self.cfg
+        self.enable_compile_cache(schedule)
         self.net = zoo.create_model(cfg.model, "ms", num_classes=cfg.num_classes, checkpoint=cfg.ckpt_path or None,
                                     in_chans=cfg.in_channels, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
         self.opt = build_optimizer(self.net, cfg, schedule)
@@ -163,7 +186,9 @@ class MindSporeBackend:
             offset += n
 
     def finish(self) -> None:
-        pass
+        from zoo import compile_cache
+
+        compile_cache.disable()  # later graphs of this process (another run, a parity check) are not this run's
 
     # --- checkpoints -----------------------------------------------------------------------
 
