@@ -34,7 +34,7 @@ def test_bench_one_small_model_writes_csv_plot_and_markdown(tmp_path, capsys):
             assert batch == 2 and step_ms > 0
             assert ips == pytest.approx(batch / (step_ms / 1e3), rel=1e-4)  # derived, never typed
             gflops = float(r[f"{m}_gflops"])
-            assert float(r[f"{m}_pct_peak"]) == pytest.approx(100 * gflops / float(r["peak_gflops"]), rel=1e-3)
+            assert float(r[f"{m}_pct_peak"]) == pytest.approx(100 * gflops / float(r[f"{m}_peak_gflops"]), rel=1e-3)
     pt, ms = rows
     assert float(pt["param_count"]) == pytest.approx(11.18, abs=0.01)  # 11,176,... parameters, in millions
     assert pt["infer_ratio_ms_pt"] == "" and float(ms["infer_ratio_ms_pt"]) > 0 and float(ms["train_ratio_ms_pt"]) > 0
@@ -60,7 +60,7 @@ def test_markdown_sections_are_replaced_and_kept(tmp_path):
 def test_missing_models_are_named_in_the_markdown():
     info = dict(cpu="x", cores=2, mem_gib=None, gpu=None, python="3.11", mindspore="2.8.0", torch="2", numpy="1")
     row = dict(model="a", framework="pt", img_size=32, param_count=1.0, infer_gmacs=0.1, infer_samples_per_sec=2.0,
-               infer_pct_peak=1.0, peak_gflops=10.0)
+               infer_pct_peak=1.0, infer_peak_gflops=10.0, load_avg=3.0)
     text = report.speed_markdown([row], "zoo bench a b", info, 2, 8, 3, ["infer"], ["pt", "ms-graph"],
                                  report.missing_models(["a", "b"], [row]), "not reached:")
     assert "**Not measured (1 models)**: not reached: `b`." in text and "| `a` | 32 |" in text
@@ -166,3 +166,13 @@ def test_trainer_keeps_its_compile_cache_in_the_run_folder(tmp_path, monkeypatch
     monkeypatch.delenv(compile_cache.PATH)
     b.enable_compile_cache([0.1] * 5)
     assert b.compile_cache is None
+
+
+def test_compile_cache_report_separates_compilation_from_the_step():
+    r = dict(model=MODEL, what="train", batch=8, img_size=32, no_cache_to_first_step=30.0, cold_to_first_step=32.0,
+             warm_to_first_step=12.0, no_cache_first_call=21.0, cold_first_call=22.0, warm_first_call=5.0,
+             no_cache_step=1.0, cold_step=2.0, warm_step=1.0, warm_cache_was_filled=True)
+    info = dict(cpu="x", cores=2, python="3.11", mindspore="2.8.0", torch="2", numpy="1")
+    md = report.cache_markdown([r], "zoo bench x --compile-cache", info, 2)
+    assert f"| `{MODEL}` | 32 | 8 | train | 30.0 / 32.0 / 12.0 | 0.38 | 20.0 / 20.0 / 4.0 | 0.20 | 1.00 | yes |" in md
+    assert "NO" in report.cache_table([dict(r, warm_cache_was_filled=False)])

@@ -19,9 +19,9 @@ from zoo.files import atomic_write, write_text
 # infer_img_size, param_count [M], infer_gmacs; train_* likewise), then the zoo's own
 COLUMNS = ["model", "framework", "family", "img_size", "threads", "amp", "param_count", "infer_gmacs",
            "infer_samples_per_sec", "infer_step_time", "infer_batch_size", "infer_compile_s", "infer_gflops",
-           "infer_pct_peak", "infer_ratio_ms_pt", "train_samples_per_sec", "train_step_time", "train_batch_size",
-           "train_compile_s", "train_gflops", "train_pct_peak", "train_ratio_ms_pt", "peak_gflops", "peak_rss_mib",
-           "error"]
+           "infer_pct_peak", "infer_peak_gflops", "infer_ratio_ms_pt", "train_samples_per_sec", "train_step_time",
+           "train_batch_size", "train_compile_s", "train_gflops", "train_pct_peak", "train_peak_gflops",
+           "train_ratio_ms_pt", "peak_rss_mib", "load_avg", "error"]
 FW_NAMES = {"pt": "PyTorch", "ms-graph": "MS GRAPH", "ms-pynative": "MS PYNATIVE"}
 
 
@@ -123,8 +123,11 @@ time / MindSpore time (the throughput ratio: above 1, MindSpore is faster). img/
 `amp.build_train_network` step in GRAPH mode; PyTorch: the trainer's step), cross-entropy, SGD momentum 0.9.
 *compile*: the first call in GRAPH mode (graph compilation plus one step). *% peak*: achieved GFLOP/s
 (2 x GMACs x batch / step time for inference, 3 times that for a training step) against this machine's
-float32 matmul rate measured with the same threads just before each model (torch sgemm 1024 x 1024; the
-*peak* column). GMACs and parameters are counted on the PyTorch twin (`zoo.bench.flops`).
+float32 matmul rate (torch sgemm 1024 x 1024, the same threads) timed in the same rounds as the model, so
+under the same load (the *peak* column, inference rounds). *load*: the machine's 1-minute load average after
+the model. The command line shows the thread-related environment variables the run had: on a machine busier
+than its cores, PyTorch's OpenMP threads spin while they wait and lose several times their speed, which
+`OMP_WAIT_POLICY=PASSIVE` avoids. GMACs and parameters are counted on the PyTorch twin (`zoo.bench.flops`).
 
 These are CPU figures from a small shared machine: only the ratios measured in one run are comparable.
 """
@@ -170,7 +173,7 @@ def speed_markdown(rows: List[dict], command: str, info: dict, threads: int, bat
     for m in modes:
         head += [f"PT {m} img/s"] + [f"{FW_NAMES[fw]} {m} img/s" for fw in ms_fws] + \
                 [f"MS/PT {m}" + ("" if len(ms_fws) == 1 else f" ({FW_NAMES[fw]})") for fw in ms_fws]
-    head += ["compile s (infer / train)", "% peak PT / MS (infer)", "peak GFLOP/s"]
+    head += ["compile s (infer / train)", "% peak PT / MS (infer)", "peak GFLOP/s", "load"]
     if any(r.get("peak_rss_mib") for r in rows):
         head += ["peak RSS MiB PT / MS"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -192,7 +195,8 @@ def speed_markdown(rows: List[dict], command: str, info: dict, threads: int, bat
             cells += [_f(fws.get(fw, {}).get(f"{m}_ratio_ms_pt")) for fw in ms_fws]
         cells += [f"{_f(g.get('infer_compile_s'), '{:.1f}')} / {_f(g.get('train_compile_s'), '{:.1f}')}",
                   f"{_f(pt.get('infer_pct_peak'), '{:.0f}')} / {_f(g.get('infer_pct_peak'), '{:.0f}')}",
-                  _f(pt.get("peak_gflops"), "{:.0f}")]
+                  _f(pt.get("infer_peak_gflops", pt.get("train_peak_gflops")), "{:.0f}"),
+                  _f(pt.get("load_avg"), "{:.1f}")]
         if "peak RSS MiB PT / MS" in head:
             cells += [f"{_f(pt.get('peak_rss_mib'), '{:.0f}')} / {_f(g.get('peak_rss_mib'), '{:.0f}')}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -204,32 +208,44 @@ def speed_markdown(rows: List[dict], command: str, info: dict, threads: int, bat
     return "\n".join(lines) + "\n"
 
 
+def _compile_part(r: dict, label: str) -> float:
+    """The compilation (or cache load) inside the first call: the first call less one step."""
+    return r[f"{label}_first_call"] - r[f"{label}_step"]
+
+
 def cache_markdown(results: List[dict], command: str, info: dict, threads: int) -> str:
     lines = ["## Time to the first step: MindSpore's compile cache", "",
              describe_run(command, info, threads), "",
-             "Each figure is a fresh process, from its start to the end of the first MindSpore GRAPH step (imports, "
-             "model build, compilation or cache load, one step): without the cache, with an empty cache folder "
-             "(*cold*: compiles and saves the graph) and again with the same folder (*warm*: loads it). "
-             "The cache is MindSpore's (`MS_COMPILER_CACHE_ENABLE`, `MS_COMPILER_CACHE_PATH`), in a folder "
-             "keyed by `zoo.compile_cache.cache_key`. *first call* is the first step alone (compilation or "
-             "load plus one step); *step* is the second step.", "",
-             "| model | px | batch | graph | no cache s | cold s | warm s | warm / cold | first call cold / warm s "
-             "| step s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "Each figure comes from a fresh process: without the cache, with an empty cache folder (*cold*: "
+             "compiles and saves the graph) and again with the same folder (*warm*: loads it). The cache is "
+             "MindSpore's (`MS_COMPILER_CACHE_ENABLE`, `MS_COMPILER_CACHE_PATH`) as the trainer sets it "
+             "(`ckpt_save_dir/compile_cache/<key>`, `zoo.compile_cache`). *to first step*: from the launch of the "
+             "process to the end of its first GRAPH training step (imports, model build, compilation or cache "
+             "load, one step). *compile*: the first call less one step (the second step's time), i.e. the "
+             "compilation, or the cache load. *loaded*: whether the warm process found the graph in the cache.",
+             "", "| model | px | batch | graph | to first step s: no cache / cold / warm | warm / cold | "
+             "compile s: no cache / cold / warm | warm / cold | step s | loaded |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        c = {k: _compile_part(r, k) for k in ("no_cache", "cold", "warm")}
         lines.append(f"| `{r['model']}` | {r['img_size']} | {r['batch']} | {r['what']} | "
-                     f"{r['no_cache_to_first_step']:.1f} | {r['cold_to_first_step']:.1f} | "
+                     f"{r['no_cache_to_first_step']:.1f} / {r['cold_to_first_step']:.1f} / "
                      f"{r['warm_to_first_step']:.1f} | {r['warm_to_first_step'] / r['cold_to_first_step']:.2f} | "
-                     f"{r['cold_first_call']:.1f} / {r['warm_first_call']:.1f} | {r['warm_step']:.2f} |")
+                     f"{c['no_cache']:.1f} / {c['cold']:.1f} / {c['warm']:.1f} | {c['warm'] / c['cold']:.2f} | "
+                     f"{r['warm_step']:.2f} | {'yes' if r.get('warm_cache_was_filled') else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
 def cache_table(results: List[dict]) -> str:
-    out = ["model  graph  px  no-cache s  cold s  warm s  warm/cold  (time from process start to the end of the "
-           "first GRAPH step)"]
+    out = ["model  graph  px  to-first-step s: no-cache cold warm (warm/cold)  compile s: no-cache cold warm "
+           "(warm/cold)  loaded"]
     for r in results:
-        out.append(f"{r['model']}  {r['what']}  {r['img_size']}  {r['no_cache_to_first_step']:.1f}  "
-                   f"{r['cold_to_first_step']:.1f}  {r['warm_to_first_step']:.1f}  "
-                   f"{r['warm_to_first_step'] / r['cold_to_first_step']:.2f}")
+        c = {k: _compile_part(r, k) for k in ("no_cache", "cold", "warm")}
+        out.append(f"{r['model']}  {r['what']}  {r['img_size']}  {r['no_cache_to_first_step']:.1f} "
+                   f"{r['cold_to_first_step']:.1f} {r['warm_to_first_step']:.1f} "
+                   f"({r['warm_to_first_step'] / r['cold_to_first_step']:.2f})  {c['no_cache']:.1f} {c['cold']:.1f} "
+                   f"{c['warm']:.1f} ({c['warm'] / c['cold']:.2f})  "
+                   f"{'yes' if r.get('warm_cache_was_filled') else 'NO'}")
     return "\n".join(out)
 
 

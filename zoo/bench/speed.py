@@ -17,7 +17,7 @@ The first call of each MindSpore GRAPH callable compiles it; its time is reporte
 includes that one step). img/s is always batch / median step time. GMACs are counted on the PyTorch twin
 (``zoo.bench.flops``); achieved GFLOP/s = 2 x GMACs x batch / step time for inference and 3 times that for a
 training step (backward ~ 2 x forward), compared with the float32 matmul peak of this machine measured with
-the same threads right before the model (``matmul_peak``).
+the same threads in the same rounds (``matmul_call``: the rate under the same load).
 """
 from __future__ import annotations
 
@@ -67,20 +67,16 @@ def set_threads(n: int) -> int:
     return n
 
 
-def matmul_peak(threads: int, n: int = 1024, repeats: int = 8) -> float:
-    """float32 matmul GFLOP/s of this machine now (torch sgemm, n x n, ``threads`` threads; median)."""
+PEAK_N = 1024  # the matmul that measures this machine's float32 rate: PEAK_N x PEAK_N sgemm
+
+
+def matmul_call():
+    """A float32 matmul (torch sgemm) timed with the models' calls, in the same rounds: the machine's rate
+    under the same load; its GFLOP/s is ``2 * PEAK_N ** 3 / time / 1e9``."""
     import torch
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    a, b = torch.randn(PEAK_N, PEAK_N), torch.randn(PEAK_N, PEAK_N)
+    return lambda: torch.mm(a, b)
 
 
 def machine() -> dict:
@@ -196,6 +192,7 @@ def _builders(name: str, entry, size, batch: int, amp: str, state, ms_state, x, 
 
             cfg = _train_config(name, entry, size, batch, amp, fw)
             backend = make_backend(cfg)
+            backend.cache_graphs = False  # compile_s is the compilation itself, never a cache load
             backend.build([cfg.lr] * 1000)
             if fw == "pt":
                 core.load_into_pt(backend.model, state)
@@ -240,11 +237,10 @@ def bench_model(name: str, batch: int = 8, input_size: Optional[Sequence[int]] =
     x = rng.standard_normal((batch, *size)).astype(np.float32)
     y = rng.integers(0, entry.num_classes, batch).astype(np.int32)
     builders = _builders(name, entry, size, batch, amp, state, ms_state, x, y)
-    peak = matmul_peak(threads)
     rows = {fw: dict(model=name, framework=fw, family=entry.family, img_size=size[1], threads=threads, amp=amp,
-                     param_count=round(params / 1e6, 4), infer_gmacs=round(gmacs, 4), peak_gflops=round(peak, 2))
-            for fw in frameworks}
+                     param_count=round(params / 1e6, 4), infer_gmacs=round(gmacs, 4)) for fw in frameworks}
     flops_per_sample = {"infer": 2 * gmacs * 1e9, "train": 6 * gmacs * 1e9}
+    matmul = matmul_call()
     for mode in modes:
         calls, compile_s = {}, {}
         for fw in frameworks:
@@ -253,7 +249,8 @@ def bench_model(name: str, batch: int = 8, input_size: Optional[Sequence[int]] =
             call()  # GRAPH: compiles; the others: a first untimed call
             compile_s[fw] = time.perf_counter() - t0
             calls[fw] = call
-        times = paired_times(calls, repeats, warmup)
+        times = paired_times({**calls, "matmul": matmul}, repeats, warmup)
+        peak = 2 * PEAK_N ** 3 / statistics.median(times.pop("matmul")) / 1e9
         for fw in frameworks:
             step = statistics.median(times[fw])
             r = rows[fw]
@@ -264,13 +261,28 @@ def bench_model(name: str, batch: int = 8, input_size: Optional[Sequence[int]] =
             achieved = flops_per_sample[mode] * batch / step / 1e9
             r[f"{mode}_gflops"] = achieved
             r[f"{mode}_pct_peak"] = 100 * achieved / peak
+            r[f"{mode}_peak_gflops"] = peak
             r[f"{mode}_ratio_ms_pt"] = pair_ratio(times["pt"], times[fw]) if "pt" in times and fw != "pt" else None
         del calls
         gc.collect()
+    for r in rows.values():
+        r["load_avg"] = os.getloadavg()[0]
     return [rows[fw] for fw in frameworks]
 
 
 # --- peak memory, one child process per framework ------------------------------------------------------
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: ru_maxrss would keep the parent's peak across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 
 def _child_main(spec: str) -> None:
     """In a child process: run one framework's modes (a compile or first call and two steps each) and print
@@ -293,7 +305,7 @@ def _child_main(spec: str) -> None:
     ms_state = core.to_ms(state, core.spec_of(pt))
     del pt
     gc.collect()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _peak_rss_mib()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((a["batch"], *size)).astype(np.float32)
     y = rng.integers(0, entry.num_classes, a["batch"]).astype(np.int32)
@@ -302,7 +314,7 @@ def _child_main(spec: str) -> None:
         call = builders[(mode, a["framework"])]()
         for _ in range(3):
             call()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mib()
     print("ZOO_BENCH_RSS " + json.dumps(dict(peak_mib=peak, before_mib=base)), flush=True)
 
 
@@ -313,7 +325,7 @@ def peak_rss(name: str, framework: str, size, batch: int, modes, amp: str, threa
                            amp=amp, threads=threads))
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", f"from zoo.bench.speed import _child_main; _child_main({spec!r})"],
+    r = subprocess.run([sys.executable, "-m", "zoo.bench.speed", "--peak-rss", spec],
                        capture_output=True, text=True, env=env)
     for line in r.stdout.splitlines():
         if line.startswith("ZOO_BENCH_RSS "):
@@ -324,16 +336,17 @@ def peak_rss(name: str, framework: str, size, batch: int, modes, amp: str, threa
 # --- time to the first step: compile cache cold and warm -------------------------------------------------
 
 def _first_step_main(spec: str) -> None:
-    """In a child process: time from process start to the end of the first MindSpore GRAPH step (``what`` =
+    """In a child process: time from its launch to the end of the first MindSpore GRAPH step (``what`` =
     train: the trainer's step; infer: a forward), with the compile cache in ``cache`` ('' = off)."""
-    t_start = time.perf_counter()
     a = json.loads(spec)
     import zoo  # noqa: F401
     from zoo import compile_cache, registry
 
     entry = registry.get(a["model"])
     size = tuple(a["size"])
-    if a["cache"]:
+    # the train step takes the trainer's own cache (ZOO_COMPILE_CACHE: the root, or off); a forward, zoo's keying
+    os.environ[compile_cache.ENV] = a["cache"] or "off"
+    if a["cache"] and a["what"] != "train":
         compile_cache.enable(a["cache"], compile_cache.cache_key(a["model"], a["what"], (a["batch"], *size),
                                                                  a["amp"], 0))
     set_threads(a["threads"])
@@ -350,6 +363,7 @@ def _first_step_main(spec: str) -> None:
         from zoo.train.loop import make_backend
 
         cfg = _train_config(a["model"], entry, size, a["batch"], a["amp"], "ms-graph")
+        cfg.ckpt_save_dir = a["cache"] or cfg.ckpt_save_dir  # (the cache root comes from ZOO_COMPILE_CACHE)
         backend = make_backend(cfg)
         backend.build([cfg.lr] * 10)
         backend.set_train(True)
@@ -363,13 +377,15 @@ def _first_step_main(spec: str) -> None:
 
         def call():
             return net(xm).asnumpy()
+    filled = bool(a["cache"]) and compile_cache.is_warm(os.environ.get(compile_cache.PATH, ""))
     t0 = time.perf_counter()
     call()
     t1 = time.perf_counter()
+    launched = time.time() - a["launched"]  # from the parent's launch of this process: imports included
     call()
     t2 = time.perf_counter()
-    print("ZOO_BENCH_FIRST " + json.dumps(dict(to_first_step=t1 - t_start, first_call=t1 - t0, step=t2 - t1,
-                                                build=t0 - t_build)), flush=True)
+    print("ZOO_BENCH_FIRST " + json.dumps(dict(to_first_step=launched, first_call=t1 - t0, step=t2 - t1,
+                                                build=t0 - t_build, cache_was_filled=filled)), flush=True)
 
 
 def time_to_first_step(name: str, cache_root: str, what: str = "train", batch: int = 8, input_size=None,
@@ -384,9 +400,9 @@ def time_to_first_step(name: str, cache_root: str, what: str = "train", batch: i
     out = dict(model=name, what=what, batch=batch, img_size=size[1])
     for label, cache in (("no_cache", ""), ("cold", cache_root), ("warm", cache_root)):
         spec = json.dumps(dict(model=name, what=what, size=list(size), batch=batch, amp=amp, threads=threads,
-                               cache=cache))
-        r = subprocess.run([sys.executable, "-c",
-                            f"from zoo.bench.speed import _first_step_main; _first_step_main({spec!r})"],
+                               cache=cache, launched=time.time()))
+        # a module, not `python -c`: MindSpore's cache hashes the main script (sys.argv[0]) with the graph's sources
+        r = subprocess.run([sys.executable, "-m", "zoo.bench.speed", "--first-step", spec],
                            capture_output=True, text=True, env=env)
         got = [json.loads(line.split(" ", 1)[1]) for line in r.stdout.splitlines()
                if line.startswith("ZOO_BENCH_FIRST ")]
@@ -395,3 +411,9 @@ def time_to_first_step(name: str, cache_root: str, what: str = "train", batch: i
             raise BenchError(f"{name}: the {label} time-to-first-step child failed: {tail[:300]}")
         out.update({f"{label}_{k}": v for k, v in got[0].items()})
     return out
+
+
+if __name__ == "__main__":  # the child processes of peak_rss and time_to_first_step
+    {"--peak-rss": _child_main, "--first-step": _first_step_main}[sys.argv[1]](sys.argv[2])
+    sys.stdout.flush()
+    os._exit(0)

@@ -50,6 +50,7 @@ check = check_device  # the loop calls <backend module>.check(cfg) before anythi
 
 class MindSporeBackend:
     framework, suffix = "ms", ".ckpt"
+    cache_graphs = True  # MindSpore's compile cache in GRAPH mode (zoo bench turns it off to time compilation)
 
     def __init__(self, cfg: TrainConfig):
         import mindspore as ms
@@ -94,7 +95,7 @@ class MindSporeBackend:
 
         self.compile_cache = None
         root = compile_cache.train_cache_root(self.cfg.ckpt_save_dir)
-        if self.cfg.mode != 0 or root is None:
+        if self.cfg.mode != 0 or root is None or not self.cache_graphs:
             return
         cfg = self.cfg
         graph_keys = {k: v for k, v in to_dict(cfg).items() if k not in compile_cache.NOT_IN_GRAPH}
