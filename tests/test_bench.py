@@ -141,6 +141,11 @@ def test_trainer_keeps_its_compile_cache_in_the_run_folder(tmp_path, monkeypatch
     assert os.path.dirname(b.compile_cache) == str(tmp_path / "run" / "compile_cache")
     assert os.environ[compile_cache.ENABLE] == "1" and os.environ[compile_cache.PATH] == b.compile_cache
     first = b.compile_cache
+    assert f"compile cache compile_cache/{os.path.basename(first)} (empty: compiling)" in b.describe()
+    os.makedirs(os.path.join(first, "rank_0", "graph_cache"))
+    open(os.path.join(first, "rank_0", "graph_cache", "compile_cache_0.mindir"), "wb").close()
+    b.enable_compile_cache([0.1] * 5)
+    assert b.compile_cache == first and "(a compiled graph is there)" in b.describe()
     b.enable_compile_cache([0.1] * 4 + [0.05])  # another schedule: another graph folder
     assert b.compile_cache != first
     b = backend(label_smoothing=0.1)  # a recipe key that changes the graph

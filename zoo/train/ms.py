@@ -78,8 +78,12 @@ class MindSporeBackend:
         np.random.seed(cfg.seed)
 
     def describe(self) -> str:
+        cache = ""
+        if getattr(self, "compile_cache", None):
+            state = "a compiled graph is there" if self.cache_was_warm else "empty: compiling"
+            cache = f", compile cache {os.path.relpath(self.compile_cache, self.cfg.ckpt_save_dir)} ({state})"
         return (f"MindSpore {'GRAPH' if self.cfg.mode == 0 else 'PYNATIVE'} mode, amp {self.cfg.amp_level}, "
-                f"{self.cfg.device_target}")
+                f"{self.cfg.device_target}{cache}")
 
     # --- building --------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class MindSporeBackend:
                                                            cfg.image_resize), cfg.amp_level, cfg.mode,
                                       kwargs=graph_keys, extra=dict(lr=lr, steps=len(schedule), world=self.world))
         self.compile_cache = compile_cache.enable(root, key)
+        self.cache_was_warm = compile_cache.is_warm(self.compile_cache)
 
     def build(self, schedule: list) -> None:
         from mindcv.loss import create_loss
