@@ -181,3 +181,17 @@ def test_compile_cache_report_separates_compilation_from_the_step():
     md = report.cache_markdown([r], "zoo bench x --compile-cache", info, 2)
     assert f"| `{MODEL}` | 32 | 8 | train | 30.0 / 32.0 / 12.0 | 0.38 | 20.0 / 20.0 / 4.0 | 0.20 | 1.00 | yes |" in md
     assert "NO" in report.cache_table([dict(r, warm_cache_was_filled=False)])
+
+
+def test_resume_keeps_the_rows_already_measured(tmp_path, capsys):
+    path = tmp_path / "b.csv"
+    rows = [dict(model=MODEL, framework=fw, img_size=32, threads=2, infer_batch_size=2, infer_step_time=100.0,
+                 infer_samples_per_sec=20.0) for fw in ("pt", "ms-graph")]
+    report.write_csv(str(path), rows)
+    assert cli.main(["bench", MODEL, "--modes", "infer", "--resume", "--csv", str(path)]) == 0  # nothing left to do
+    err = capsys.readouterr().err
+    assert f"--resume: 1 model(s) already in {path} are kept" in err and "[1/1]" not in err
+    assert [(r["model"], r["framework"], r["infer_samples_per_sec"]) for r in report.read_csv(str(path))] == \
+        [(MODEL, "pt", 20.0), (MODEL, "ms-graph", 20.0)]
+    assert cli.main(["bench", MODEL, "--resume", "--csv", str(tmp_path / "none.csv")]) == 2
+    assert "--resume continues the CSV given by --csv" in capsys.readouterr().err

@@ -68,6 +68,11 @@ def add_parser(sub) -> None:
     s.add_argument("--plot", metavar="FILE", help="write a bar plot of the MS/PT ratio per model (.png/.svg/.pdf)")
     s.add_argument("--markdown", metavar="FILE", help="write (or update) the generated sections of a markdown "
                    "report such as docs/benchmarks.md")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep: keep the models already "
+                   "measured in the --csv file (same settings) and measure the others")
+    s.add_argument("--in-process", action="store_true", help="measure every model in this process (default: a fresh "
+                   "child process per model when there are several, so that one model's memory and compiled graphs "
+                   "never weigh on the next)")
     s.add_argument("--compile-cache", action="store_true", help="time to the first GRAPH training step instead: "
                    "fresh processes without MindSpore's compile cache, with an empty cache (cold) and with the "
                    "same cache again (warm)")
@@ -105,6 +110,7 @@ def _check_args(args):
 
 def cmd_bench(args) -> int:
     from zoo.bench import report, speed
+    from zoo.bench.speed import BenchError
 
     argv = getattr(args, "argv", None) or []
     names = _check_args(args)
@@ -140,6 +146,15 @@ def cmd_bench(args) -> int:
                                                                                          args.threads)})
         return 0
     rows, failed = [], []
+    if args.resume:
+        if not (args.csv and os.path.isfile(args.csv)):
+            raise BenchError(f"--resume continues the CSV given by --csv: {args.csv or '(no --csv)'} does not exist")
+        rows = [r for r in report.read_csv(args.csv) if r["model"] in names and not r.get("error")]
+        done = {r["model"] for r in rows}
+        print(f"zoo bench: --resume: {len(done)} model(s) already in {args.csv} are kept", file=sys.stderr)
+    else:
+        done = set()
+    isolate = len(names) - len(done) > 1 and not args.in_process
 
     def publish():
         if args.csv:
@@ -157,11 +172,14 @@ def cmd_bench(args) -> int:
         from zoo import registry
 
         size = args.input_size or registry.get(n).input_size
+        if n in done:
+            continue
         print(f"[{i}/{len(names)}] {n} at {'x'.join(map(str, size[1:]))}, batch {args.batch}: "
               f"{', '.join(args.frameworks)}, {', '.join(args.modes)} ...", file=sys.stderr, flush=True)
         try:
-            got = speed.bench_model(n, args.batch, args.input_size, args.modes, args.frameworks, args.repeats,
-                                    args.warmup, args.amp, args.threads)
+            run = speed.bench_model_in_child if isolate else speed.bench_model
+            got = run(n, args.batch, args.input_size, args.modes, args.frameworks, args.repeats, args.warmup, args.amp,
+                      args.threads)
         except ZooError:
             raise
         except Exception as err:  # noqa: BLE001 - one model's failure must not lose the sweep; reported below

@@ -263,11 +263,44 @@ def bench_model(name: str, batch: int = 8, input_size: Optional[Sequence[int]] =
             r[f"{mode}_pct_peak"] = 100 * achieved / peak
             r[f"{mode}_peak_gflops"] = peak
             r[f"{mode}_ratio_ms_pt"] = pair_ratio(times["pt"], times[fw]) if "pt" in times and fw != "pt" else None
-        del calls
+        del calls, call
         gc.collect()
     for r in rows.values():
         r["load_avg"] = os.getloadavg()[0]
     return [rows[fw] for fw in frameworks]
+
+
+def bench_model_in_child(name: str, batch: int = 8, input_size=None, modes=MODES, frameworks=("pt", "ms-graph"),
+                         repeats: int = 10, warmup: int = 1, amp: str = "O0", threads: int = 2) -> List[dict]:
+    """``bench_model`` in a fresh process (MindSpore keeps compiled graphs and its memory pool for the life of a
+    process: a sweep in one process grows until the machine runs out of memory)."""
+    spec = json.dumps(dict(name=name, batch=batch, input_size=list(input_size) if input_size else None,
+                           modes=list(modes), frameworks=list(frameworks), repeats=repeats, warmup=warmup, amp=amp,
+                           threads=threads))
+    r = subprocess.run([sys.executable, "-m", "zoo.bench.speed", "--model", spec], capture_output=True, text=True,
+                       env=_child_env())
+    for line in r.stdout.splitlines():
+        if line.startswith("ZOO_BENCH_ROWS "):
+            return json.loads(line.split(" ", 1)[1])
+    lines = [x for x in r.stderr.strip().splitlines() if "WARNING" not in x and x.strip()]
+    why = lines[-1] if lines else f"the child process ended with status {r.returncode}"
+    if r.returncode < 0:
+        why = f"the child process was killed by signal {-r.returncode} (out of memory?)"
+    raise RuntimeError(why)
+
+
+def _model_main(spec: str) -> None:
+    a = json.loads(spec)
+    import zoo  # noqa: F401
+
+    rows = bench_model(a["name"], a["batch"], a["input_size"], a["modes"], a["frameworks"], a["repeats"],
+                       a["warmup"], a["amp"], a["threads"])
+    print("ZOO_BENCH_ROWS " + json.dumps(rows), flush=True)
+
+
+def _child_env() -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
 
 
 # --- peak memory, one child process per framework ------------------------------------------------------
@@ -414,6 +447,6 @@ def time_to_first_step(name: str, cache_root: str, what: str = "train", batch: i
 
 
 if __name__ == "__main__":  # the child processes of peak_rss and time_to_first_step
-    {"--peak-rss": _child_main, "--first-step": _first_step_main}[sys.argv[1]](sys.argv[2])
+    {"--peak-rss": _child_main, "--first-step": _first_step_main, "--model": _model_main}[sys.argv[1]](sys.argv[2])
     sys.stdout.flush()
     os._exit(0)
