@@ -3,9 +3,11 @@
 MindSpore 2.8 saves a compiled GRAPH-mode graph under ``MS_COMPILER_CACHE_PATH`` when
 ``MS_COMPILER_CACHE_ENABLE=1`` and loads it in a later process instead of compiling again (it checks the
 hash of the Python files the graph came from, and recompiles when they changed). On this project's CPU
-machine that cuts the first training step of ``triplet_resnet18_cifar`` from about 20 s to 5 s (measured by
-``zoo bench --compile-cache``; see docs/benchmarks.md). The environment variables are the documented way in
-2.8 (``set_context(enable_compile_cache=...)`` is deprecated); MindSpore reads them when a graph is compiled.
+machine that cut the first training step of ``triplet_resnet18_cifar`` (batch 8) from 20 s to 5 s, and the same
+with ``set_context(enable_compile_cache=True, compile_cache_path=...)`` (21 s to 5 s); ``zoo bench
+--compile-cache`` measures it (docs/benchmarks.md). The environment variables are the documented way in 2.8 (the
+``set_context`` keys are deprecated); MindSpore reads them when a graph is compiled, so setting them in a running
+process works.
 
 The cache folder of one graph is ``<root>/<key>``: the key hashes the model name, its constructor
 arguments, the input shape, the amp level, the execution mode, what the graph is (train step, inference),
