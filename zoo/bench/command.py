@@ -164,8 +164,8 @@ def cmd_bench(args) -> int:
         if args.markdown:
             missing = report.missing_models(names, rows)
             body = report.speed_markdown(rows, command, info, args.threads, args.batch, args.repeats, args.modes,
-                                         args.frameworks, missing, "the run had not reached them (it is still "
-                                         "running, or was stopped):")
+                                         args.frameworks, missing, "not measured when this file was written (it is "
+                                         "rewritten after every model, so a run stopped early leaves the rest here):")
             report.write_markdown(args.markdown, {"speed": body})
 
     for i, n in enumerate(names, 1):
@@ -201,7 +201,7 @@ def cmd_bench(args) -> int:
     print(report.console_table(rows, args.modes))
     print(f"\nimg/s = batch / median step time; MS/PT = median over rounds of PyTorch time / MindSpore time (above 1: "
           f"MindSpore faster); {args.threads} CPU threads per framework; % peak = achieved GFLOP/s / float32 matmul "
-          "GFLOP/s measured before each model.")
+          "GFLOP/s timed in the same rounds.")
     if failed:
         print(f"zoo bench: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
