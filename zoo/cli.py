@@ -1,4 +1,4 @@
-"""``zoo``: list models, convert checkpoints, measure parity, run the demo.
+"""``zoo``: list models, convert checkpoints, measure parity and speed, run the demo.
 
     zoo list [--family triplet]
     zoo convert triplet_resnet50 official.pth.tar out.ckpt
@@ -6,6 +6,7 @@
     zoo train -c configs/triplet/triplet_resnet18_cifar_smoke.yaml [--framework pt] [--key value ...]
     zoo validate triplet_resnet50 --checkpoint ta_r50.ckpt --data /data/imagenet [--framework pt]
     zoo export triplet_resnet50 --checkpoint ta_r50.ckpt ta_r50.onnx     (or .mindir)
+    zoo bench triplet_resnet18 van_b0 --batch 8 --threads 2      (or --all, --family F; see zoo bench -h)
     zoo demo
 
 Exit status: 0 success, 1 a check failed (parity outside its bounds, a demo verdict FAIL), 2 a usage or
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     _add_export_parser(sub)
+    from zoo.bench.command import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return p
 
 
@@ -346,6 +350,7 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    args.argv = argv[1:]  # the command line as given (zoo bench records it in its report)
     try:
         return args.func(args)
     except ZooError as err:  # unknown model or family, unwritable output, ...; anything else keeps its traceback

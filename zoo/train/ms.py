@@ -50,6 +50,7 @@ check = check_device  # the loop calls <backend module>.check(cfg) before anythi
 
 class MindSporeBackend:
     framework, suffix = "ms", ".ckpt"
+    cache_graphs = True  # MindSpore's compile cache in GRAPH mode (zoo bench turns it off to time compilation)
 
     def __init__(self, cfg: TrainConfig):
         import mindspore as ms
@@ -77,10 +78,37 @@ class MindSporeBackend:
         np.random.seed(cfg.seed)
 
     def describe(self) -> str:
+        cache = ""
+        if getattr(self, "compile_cache", None):
+            state = "a compiled graph is there" if self.cache_was_warm else "empty: compiling"
+            cache = f", compile cache {os.path.relpath(self.compile_cache, self.cfg.ckpt_save_dir)} ({state})"
         return (f"MindSpore {'GRAPH' if self.cfg.mode == 0 else 'PYNATIVE'} mode, amp {self.cfg.amp_level}, "
-                f"{self.cfg.device_target}")
+                f"{self.cfg.device_target}{cache}")
 
     # --- building --------------------------------------------------------------------------
+
+    def enable_compile_cache(self, schedule: list) -> None:
+        """MindSpore's compile cache for this run's graphs (GRAPH mode), in ``<ckpt_save_dir>/compile_cache/<key>``:
+        a rerun, a resume or another rank loads the compiled train step instead of compiling it again. The key
+        covers every recipe key that can change a graph, the schedule, the ranks and the model code
+        (``zoo.compile_cache``); ``ZOO_COMPILE_CACHE=off`` turns it off."""
+        import hashlib
+
+        from zoo import compile_cache
+        from zoo.train.config import to_dict
+
+        self.compile_cache = None
+        root = compile_cache.train_cache_root(self.cfg.ckpt_save_dir)
+        if self.cfg.mode != 0 or root is None or not self.cache_graphs:
+            return
+        cfg = self.cfg
+        graph_keys = {k: v for k, v in to_dict(cfg).items() if k not in compile_cache.NOT_IN_GRAPH}
+        lr = hashlib.sha256(np.asarray(schedule, np.float64).tobytes()).hexdigest()[:16]
+        key = compile_cache.cache_key(cfg.model, "train", (cfg.batch_size, cfg.in_channels, cfg.image_resize,
+                                                           cfg.image_resize), cfg.amp_level, cfg.mode,
+                                      kwargs=graph_keys, extra=dict(lr=lr, steps=len(schedule), world=self.world))
+        self.compile_cache = compile_cache.enable(root, key)
+        self.cache_was_warm = compile_cache.is_warm(self.compile_cache)
 
     def build(self, schedule: list) -> None:
         from mindcv.loss import create_loss
@@ -88,6 +116,7 @@ class MindSporeBackend:
         import zoo
 
         cfg = self.cfg
+        self.enable_compile_cache(schedule)
         self.net = zoo.create_model(cfg.model, "ms", num_classes=cfg.num_classes, checkpoint=cfg.ckpt_path or None,
                                     in_chans=cfg.in_channels, drop_rate=cfg.drop_rate,
                                     drop_path_rate=cfg.drop_path_rate)
@@ -164,7 +193,9 @@ class MindSporeBackend:
             offset += n
 
     def finish(self) -> None:
-        pass
+        from zoo import compile_cache
+
+        compile_cache.disable()  # later graphs of this process (another run, a parity check) are not this run's
 
     # --- checkpoints -----------------------------------------------------------------------
 

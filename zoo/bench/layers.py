@@ -1,6 +1,7 @@
-"""Speed of the MindSpore halo attention against the PyTorch twin's, on this machine, in one run.
+"""Layer-level benchmarks (``zoo bench --layer halo_attn``): the MindSpore halo attention against the PyTorch
+twin's, on this machine, in one run.
 
-    python -m zoo.bench.halo_attn [--batch 8] [--repeats 20] [--threads N]
+    zoo bench --layer halo_attn --batch 8 --repeats 20 --threads 2
 
 For the halo layers of halonet50ts / halonet26t at a 256-px input, both twins get the same weights
 and the same input; each is timed for the forward pass (inference: eval, no autograd) and for
@@ -12,11 +13,11 @@ The figures are only meaningful as ratios measured in the same run.
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import numpy as np
+
+from zoo.bench.speed import paired_times, set_threads
+
+LAYERS = ("halo_attn",)
 
 
 # (label, HaloAttn arguments (dim, stride, heads, block, halo), input (C, H, W))
@@ -28,22 +29,16 @@ CASES = (
 )
 
 
-def _paired_times(fa, fb, repeats: int, warmup: int = 3):
-    """Time ``fa`` and ``fb`` alternately (so that a change in machine load hits both); returns their
-    median times and the median of the per-pair ratios b / a."""
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for f, acc in ((fa, ta), (fb, tb)):
-            t0 = time.perf_counter()
-            f()
-            acc.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb), statistics.median(b / a for a, b in zip(ta, tb))
+def _paired(fa, fb, repeats: int):
+    """Median times of a (PyTorch) and b (MindSpore), and the median per-pair time ratio b / a."""
+    import statistics
+
+    t = paired_times({"a": fa, "b": fb}, repeats, warmup=3)
+    return (statistics.median(t["a"]), statistics.median(t["b"]),
+            statistics.median(b / a for a, b in zip(t["a"], t["b"])))
 
 
-def run(batch: int = 8, repeats: int = 20, threads: int = 0, cases=CASES) -> list:
+def run(batch: int = 8, repeats: int = 20, threads: int = 2, cases=CASES) -> list:
     import mindspore as ms
     import torch
     from mindspore import nn as msnn
@@ -53,13 +48,7 @@ def run(batch: int = 8, repeats: int = 20, threads: int = 0, cases=CASES) -> lis
     from zoo.models.halonet import ms as M
     from zoo.models.halonet import pt as P
 
-    threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
-    ms.set_device("CPU")
-    try:  # MindSpore's CPU kernels default to 25 threads whatever the machine has
-        ms.device_context.cpu.op_tuning.threads_num(threads)
-    except RuntimeError:  # already set in this process
-        pass
+    set_threads(threads)
 
     rows = []
     for label, args, shape in cases:
@@ -107,9 +96,9 @@ def run(batch: int = 8, repeats: int = 20, threads: int = 0, cases=CASES) -> lis
         row = dict(case=label, shape=(batch, *shape))
         for mode, key in ((ms.GRAPH_MODE, "graph"), (ms.PYNATIVE_MODE, "pynative")):
             ms.set_context(mode=mode)
-            row[f"pt_fwd_{key}"], row[f"ms_{key}_fwd"], row[f"ratio_{key}_fwd"] = _paired_times(
+            row[f"pt_fwd_{key}"], row[f"ms_{key}_fwd"], row[f"ratio_{key}_fwd"] = _paired(
                 pt_fwd, lambda: net(xm).asnumpy(), repeats)
-            row[f"pt_train_{key}"], row[f"ms_{key}_train"], row[f"ratio_{key}_train"] = _paired_times(
+            row[f"pt_train_{key}"], row[f"ms_{key}_train"], row[f"ratio_{key}_train"] = _paired(
                 pt_train, lambda: [g.asnumpy() for g in grad_cell(xm)[1]], repeats)
         ms.set_context(mode=ms.PYNATIVE_MODE)
         rows.append(row)
@@ -133,20 +122,3 @@ def format_rows(rows, threads) -> str:
         lines += [fmt.format(*table[0]), fmt.format(*("-" * w for w in widths))] + [fmt.format(*t) for t in table[1:]]
         lines.append("")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for both frameworks (default: torch's)")
-    args = p.parse_args(argv)
-    rows, threads = run(args.batch, args.repeats, args.threads)
-    print(format_rows(rows, threads))
-    return 0
-
-
-if __name__ == "__main__":
-    from zoo.cli import exit_process
-
-    exit_process(main())

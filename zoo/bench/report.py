@@ -1,0 +1,282 @@
+"""What ``zoo bench`` writes: the console table, the CSV (timm's column names), the plot and docs/benchmarks.md.
+
+Every file goes through ``zoo.files`` (atomic). docs/benchmarks.md is made of sections, each between
+``<!-- zoo bench: NAME -->`` and ``<!-- /zoo bench: NAME -->``; a run rewrites the sections it measured and
+keeps the others, so the speed table and the compile-cache table can come from separate runs, each with
+its own command line.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from typing import List, Optional, Sequence
+
+from zoo.files import atomic_write, write_text
+
+# timm's names where they exist (benchmark.py: infer_samples_per_sec, infer_step_time [ms], infer_batch_size,
+# infer_img_size, param_count [M], infer_gmacs; train_* likewise), then the zoo's own
+COLUMNS = ["model", "framework", "family", "img_size", "threads", "amp", "param_count", "infer_gmacs",
+           "infer_samples_per_sec", "infer_step_time", "infer_batch_size", "infer_compile_s", "infer_gflops",
+           "infer_pct_peak", "infer_peak_gflops", "infer_ratio_ms_pt", "train_samples_per_sec", "train_step_time",
+           "train_batch_size", "train_compile_s", "train_gflops", "train_pct_peak", "train_peak_gflops",
+           "train_ratio_ms_pt", "peak_rss_mib", "load_avg", "error"]
+FW_NAMES = {"pt": "PyTorch", "ms-graph": "MS GRAPH", "ms-pynative": "MS PYNATIVE"}
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def csv_text(rows: List[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def write_csv(path: str, rows: List[dict]) -> None:
+    write_text(path, csv_text(rows))
+
+
+def _f(v, spec="{:.2f}") -> str:
+    return "-" if v is None else spec.format(v)
+
+
+def console_table(rows: List[dict], modes: Sequence[str]) -> str:
+    head = ["model", "px", "framework"]
+    for m in modes:
+        head += [f"{m} img/s", f"{m} ms/step", f"{m} MS/PT", f"{m} % peak", "compile s"]
+    table = [head]
+    for r in rows:
+        if r.get("error"):
+            table.append([r["model"], str(r.get("img_size", "")), r["framework"], "error: " + r["error"][:80]]
+                         + [""] * (len(head) - 4))
+            continue
+        line = [r["model"], str(r["img_size"]), r["framework"]]
+        for m in modes:
+            line += [_f(r.get(f"{m}_samples_per_sec")), _f(r.get(f"{m}_step_time"), "{:.1f}"),
+                     _f(r.get(f"{m}_ratio_ms_pt")), _f(r.get(f"{m}_pct_peak"), "{:.1f}"),
+                     _f(r.get(f"{m}_compile_s"), "{:.1f}")]
+        table.append(line)
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    fmt = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([fmt.format(*table[0]), fmt.format(*("-" * w for w in widths))] +
+                     [fmt.format(*t) for t in table[1:]])
+
+
+def plot(path: str, rows: List[dict], modes: Sequence[str]) -> None:
+    """MindSpore/PyTorch throughput ratio per model, one bar group per MindSpore framework and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    series = [(fw, m) for fw in ("ms-graph", "ms-pynative") for m in modes
+              if any(r["framework"] == fw and r.get(f"{m}_ratio_ms_pt") is not None for r in rows)]
+    models = list(dict.fromkeys(r["model"] for r in rows if r["framework"] != "pt"))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(models) * max(1, len(series)) + 2), 4.5))
+    width = 0.8 / max(1, len(series))
+    for i, (fw, m) in enumerate(series):
+        vals = []
+        for name in models:
+            r = next((r for r in rows if r["model"] == name and r["framework"] == fw), {})
+            vals.append(r.get(f"{m}_ratio_ms_pt") or np.nan)
+        ax.bar(np.arange(len(models)) + i * width, vals, width, label=f"{FW_NAMES[fw]} {m}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axhline(0.9, color="r", lw=0.8, ls="--", label="target 0.9")
+    ax.set_xticks(np.arange(len(models)) + width * (len(series) - 1) / 2)
+    ax.set_xticklabels(models, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("MindSpore / PyTorch throughput")
+    ax.set_title("zoo bench: paired ratio per model (above 1: MindSpore faster)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+
+    def write(tmp):
+        fig.savefig(tmp, dpi=110, format=os.path.splitext(path)[1][1:] or "png")
+
+    try:
+        atomic_write(path, write)
+    finally:
+        plt.close(fig)
+
+
+# --- docs/benchmarks.md -----------------------------------------------------------------------------------
+
+HEADER = """# Benchmarks
+
+The sections between `<!-- zoo bench: NAME -->` markers are generated by `zoo bench` (its --markdown option; do not
+edit them by hand: rerun the command shown in each); a section named `notes` is kept as written. Each generated
+section says the command line, the machine, the versions, the threads and the batch it was measured with; with
+`--resume`, rows of models that an interrupted run of the same command measured are kept from its CSV. The method:
+both twins get the same weights (the PyTorch twin's initialisation converted by the zoo's converter) and the same
+input; the frameworks' calls alternate (PyTorch, MindSpore, PyTorch, ...) so that a change in machine load hits
+both; times are medians over the repeats after a warm-up; **MS/PT** is the median over those rounds of PyTorch time
+/ MindSpore time (the throughput ratio: above 1, MindSpore is faster). img/s = batch / median step time. *infer*:
+eval mode, no autograd. *train*: one optimizer step as the trainers run it (MindSpore: the trainer's
+`amp.build_train_network` step in GRAPH mode; PyTorch: the trainer's step), cross-entropy, SGD momentum 0.9.
+*compile*: the first call in GRAPH mode (graph compilation plus one step). *% peak*: achieved GFLOP/s (2 x GMACs x
+batch / step time for inference, 3 times that for a training step) against this machine's float32 matmul rate (torch
+sgemm 1024 x 1024, the same threads) timed in the same rounds as the model, so under the same load (the *peak*
+column, inference rounds). *load*: the machine's 1-minute load average after the model. The command line shows the
+thread-related environment variables the run had: on a machine busier than its cores, PyTorch's OpenMP threads spin
+while they wait and lose several times their speed, which `OMP_WAIT_POLICY=PASSIVE` avoids. GMACs and parameters are
+counted on the PyTorch twin (`zoo.bench.flops`).
+
+These are CPU figures from a small shared machine: only the ratios measured in one run are comparable.
+"""
+
+
+def _section(name: str, body: str) -> str:
+    return f"<!-- zoo bench: {name} -->\n{body.rstrip()}\n<!-- /zoo bench: {name} -->\n"
+
+
+def write_markdown(path: str, sections: dict) -> None:
+    """Replace (or add) the named sections of the markdown file, keeping the others."""
+    old = ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = f.read()
+    kept = {m.group(1): m.group(0) for m in re.finditer(
+        r"<!-- zoo bench: ([\w-]+) -->\n.*?<!-- /zoo bench: \1 -->\n", old, re.S)}
+    for name, body in sections.items():
+        kept[name] = _section(name, body)
+    order = ["notes", "speed", "compile-cache", "layer"]
+    names = sorted(kept, key=lambda n: order.index(n) if n in order else len(order))
+    write_text(path, HEADER + "\n" + "\n".join(kept[n] for n in names))
+
+
+def describe_run(command: str, info: dict, threads: int, extra: str = "") -> str:
+    mem = f", {info['mem_gib']:.0f} GiB" if info.get("mem_gib") else ""
+    gpu = (f"GPU: {info['gpu']}" if info.get("gpu") else
+           "GPU: none in this session (no CUDA figures: the PyTorch CUDA columns need a machine with one)")
+    env = " ".join(f"{k}={v}" for k, v in (info.get("env") or {}).items())
+    load = f" Load average when it started: {info['load']:.1f}." if info.get("load") is not None else ""
+    return (f"```\n{(env + ' ') if env else ''}{command}\n```\n\nMachine: {info['cpu']}, {info['cores']} cores{mem}; "
+            f"{gpu}. Python {info['python']}, MindSpore {info['mindspore']}, torch {info['torch']}, numpy "
+            f"{info['numpy']}. {threads} CPU threads for each framework{extra}.{load}\n")
+
+
+def speed_markdown(rows: List[dict], command: str, info: dict, threads: int, batch: int, repeats: int,
+                   modes: Sequence[str], frameworks: Sequence[str], missing: Sequence[str] = (),
+                   missing_reason: str = "") -> str:
+    lines = ["## Speed of the twins (CPU)", "",
+             describe_run(command, info, threads, f"; batch {batch}; {repeats} timed rounds after a warm-up"), ""]
+    ms_fws = [fw for fw in frameworks if fw != "pt"]
+    head = ["model", "px", "params M", "GMACs"]
+    for m in modes:
+        head += [f"PT {m} img/s"] + [f"{FW_NAMES[fw]} {m} img/s" for fw in ms_fws] + \
+                [f"MS/PT {m}" + ("" if len(ms_fws) == 1 else f" ({FW_NAMES[fw]})") for fw in ms_fws]
+    head += ["compile s (infer / train)", "% peak PT / MS (infer)", "peak GFLOP/s", "load"]
+    if any(r.get("peak_rss_mib") for r in rows):
+        head += ["peak RSS MiB PT / MS"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_model = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["framework"]] = r
+    errors = []
+    for name, fws in by_model.items():
+        pt = fws.get("pt", {})
+        if any(r.get("error") for r in fws.values()):
+            errors.append(f"- `{name}`: {next(r['error'] for r in fws.values() if r.get('error'))}")
+            continue
+        g = fws.get("ms-graph", {})
+        cells = [f"`{name}`", str(pt.get("img_size", "")), _f(pt.get("param_count")), _f(pt.get("infer_gmacs"),
+                                                                                          "{:.3f}")]
+        for m in modes:
+            cells += [_f(pt.get(f"{m}_samples_per_sec"))]
+            cells += [_f(fws.get(fw, {}).get(f"{m}_samples_per_sec")) for fw in ms_fws]
+            cells += [_f(fws.get(fw, {}).get(f"{m}_ratio_ms_pt")) for fw in ms_fws]
+        cells += [f"{_f(g.get('infer_compile_s'), '{:.1f}')} / {_f(g.get('train_compile_s'), '{:.1f}')}",
+                  f"{_f(pt.get('infer_pct_peak'), '{:.0f}')} / {_f(g.get('infer_pct_peak'), '{:.0f}')}",
+                  _f(pt.get("infer_peak_gflops", pt.get("train_peak_gflops")), "{:.0f}"),
+                  _f(pt.get("load_avg"), "{:.1f}")]
+        if "peak RSS MiB PT / MS" in head:
+            cells += [f"{_f(pt.get('peak_rss_mib'), '{:.0f}')} / {_f(g.get('peak_rss_mib'), '{:.0f}')}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if errors:
+        lines += ["", "Failed to measure:", ""] + errors
+    if missing:
+        lines += ["", f"**Not measured ({len(missing)} models)**: {missing_reason} " +
+                  ", ".join(f"`{n}`" for n in missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _compile_part(r: dict, label: str) -> float:
+    """The compilation (or cache load) inside the first call: the first call less one step."""
+    return r[f"{label}_first_call"] - r[f"{label}_step"]
+
+
+def cache_markdown(results: List[dict], command: str, info: dict, threads: int) -> str:
+    lines = ["## Time to the first step: MindSpore's compile cache", "",
+             describe_run(command, info, threads), "",
+             "Each figure comes from a fresh process: without the cache, with an empty cache folder (*cold*: "
+             "compiles and saves the graph) and again with the same folder (*warm*: loads it). The cache is "
+             "MindSpore's (`MS_COMPILER_CACHE_ENABLE`, `MS_COMPILER_CACHE_PATH`) as the trainer sets it "
+             "(`ckpt_save_dir/compile_cache/<key>`, `zoo.compile_cache`). *to first step*: from the launch of the "
+             "process to the end of its first GRAPH training step (imports, model build, compilation or cache "
+             "load, one step). *compile*: the first call less one step (the second step's time), i.e. the "
+             "compilation, or the cache load. *loaded*: whether the warm process found the graph in the cache.",
+             "", "| model | px | batch | graph | to first step s: no cache / cold / warm | warm / cold | "
+             "compile s: no cache / cold / warm | warm / cold | step s | loaded |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = {k: _compile_part(r, k) for k in ("no_cache", "cold", "warm")}
+        lines.append(f"| `{r['model']}` | {r['img_size']} | {r['batch']} | {r['what']} | "
+                     f"{r['no_cache_to_first_step']:.1f} / {r['cold_to_first_step']:.1f} / "
+                     f"{r['warm_to_first_step']:.1f} | {r['warm_to_first_step'] / r['cold_to_first_step']:.2f} | "
+                     f"{c['no_cache']:.1f} / {c['cold']:.1f} / {c['warm']:.1f} | {c['warm'] / c['cold']:.2f} | "
+                     f"{r['warm_step']:.2f} | {'yes' if r.get('warm_cache_was_filled') else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def cache_table(results: List[dict]) -> str:
+    out = ["model  graph  px  to-first-step s: no-cache cold warm (warm/cold)  compile s: no-cache cold warm "
+           "(warm/cold)  loaded"]
+    for r in results:
+        c = {k: _compile_part(r, k) for k in ("no_cache", "cold", "warm")}
+        out.append(f"{r['model']}  {r['what']}  {r['img_size']}  {r['no_cache_to_first_step']:.1f} "
+                   f"{r['cold_to_first_step']:.1f} {r['warm_to_first_step']:.1f} "
+                   f"({r['warm_to_first_step'] / r['cold_to_first_step']:.2f})  {c['no_cache']:.1f} {c['cold']:.1f} "
+                   f"{c['warm']:.1f} ({c['warm'] / c['cold']:.2f})  "
+                   f"{'yes' if r.get('warm_cache_was_filled') else 'NO'}")
+    return "\n".join(out)
+
+
+def layer_markdown(text: str, command: str, info: dict, threads: int) -> str:
+    return "\n".join(["## Layer benchmark: halo attention", "", describe_run(command, info, threads), "",
+                      "```", text.rstrip(), "```"]) + "\n"
+
+
+def missing_models(requested: Sequence[str], rows: List[dict]) -> List[str]:
+    done = {r["model"] for r in rows}
+    return [n for n in requested if n not in done]
+
+
+def read_csv(path: str) -> Optional[List[dict]]:
+    """Rows written by ``write_csv`` (numbers back as floats), for regenerating the docs."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        d = {}
+        for k, v in r.items():
+            if v == "":
+                d[k] = None
+            elif k in ("model", "framework", "family", "amp", "error"):
+                d[k] = v
+            else:
+                try:
+                    d[k] = int(v) if re.fullmatch(r"-?\d+", v) else float(v)
+                except ValueError:
+                    d[k] = v
+        out.append(d)
+    return out
