@@ -20,6 +20,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 from typing import Any, Optional, Sequence
 
 ENABLE, PATH = "MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"
@@ -73,8 +74,19 @@ def train_cache_root(run_dir: str) -> Optional[str]:
     return choice or os.path.join(run_dir, "compile_cache")
 
 
-def enable(root: str, key: str) -> str:
-    """Turn the cache on for the graphs compiled from now on in this process, in ``<root>/<key>``; returns it."""
+def usable() -> bool:
+    """Whether MindSpore's cache can work in this process: it hashes the main script, so a process started with
+    ``python -c`` (pytest-xdist's workers), an interactive interpreter or an embedding one has none, and every
+    GRAPH compilation with the cache on would fail there (FileNotFoundError on '-c')."""
+    main = sys.argv[0] if sys.argv else ""
+    return bool(main) and os.path.isfile(main)
+
+
+def enable(root: str, key: str) -> Optional[str]:
+    """Turn the cache on for the graphs compiled from now on in this process, in ``<root>/<key>``; returns it
+    (None, and the cache stays off, where MindSpore's cache cannot work: see ``usable``)."""
+    if not usable():
+        return None
     path = os.path.join(os.path.abspath(root), key)
     os.makedirs(path, exist_ok=True)
     os.environ[ENABLE] = "1"
@@ -90,6 +102,6 @@ def disable() -> None:
     _enabled["path"] = None
 
 
-def is_warm(path: str) -> bool:
+def is_warm(path: Optional[str]) -> bool:
     """Whether a cache folder already holds a compiled graph."""
-    return bool(glob.glob(os.path.join(path, "**", "*.mindir"), recursive=True))
+    return path is not None and bool(glob.glob(os.path.join(path, "**", "*.mindir"), recursive=True))

@@ -229,6 +229,15 @@ def expected_world() -> int:
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a training; returns the final summary. Raises the zoo's errors (ConfigError,
     DatasetError, TrainingError, Diverged) with a message that says what to do."""
+    from zoo import compile_cache
+
+    try:
+        return _train(cfg)
+    finally:  # a run that stopped (a NaN, a full disk) leaves no compile cache on for later graphs of this process
+        compile_cache.disable()
+
+
+def _train(cfg: TrainConfig) -> dict:
     from zoo.train import rundir
 
     entry, train_src, val_src = check_before_start(cfg)

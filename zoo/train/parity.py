@@ -108,6 +108,7 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
         res.opt = cfg.opt
         schedule = build_schedule(cfg, 1)  # one step per "epoch": the lr changes every step
         pt_b, ms_b = PyTorchBackend(cfg), MindSporeBackend(cfg)
+        ms_b.cache_graphs = False  # a comparison in a temporary folder: nothing to reuse, no cache left on
         torch.manual_seed(seed)
         pt_b.build(schedule)
         randomize_(pt_b.model, seed, (16, *size))
