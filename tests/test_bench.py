@@ -2,6 +2,7 @@
 the error paths. No timing assertions: the figures depend on the machine."""
 import csv
 import os
+import sys
 
 import pytest
 
@@ -130,6 +131,12 @@ def test_trainer_keeps_its_compile_cache_in_the_run_folder(tmp_path, monkeypatch
 
     for var in (compile_cache.ENABLE, compile_cache.PATH, compile_cache.ENV):
         monkeypatch.delenv(var, raising=False)
+    # MindSpore's cache hashes the main script: where the process has none (xdist's workers run `python -c`) the
+    # trainer keeps the cache off, so every later GRAPH compile of the process still works
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    assert not compile_cache.usable() and compile_cache.enable(str(tmp_path / "x"), "k") is None
+    assert compile_cache.ENABLE not in os.environ
+    monkeypatch.setattr(sys, "argv", [os.path.abspath(__file__)])  # as under `python tools/train.py`
 
     def backend(**kw):
         cfg = load_config(None, dict(model=MODEL, num_classes=10, device_target="CPU", image_resize=32, batch_size=4,
@@ -171,6 +178,8 @@ def test_trainer_keeps_its_compile_cache_in_the_run_folder(tmp_path, monkeypatch
     monkeypatch.delenv(compile_cache.PATH)
     b.enable_compile_cache([0.1] * 5)
     assert b.compile_cache is None
+    compile_cache.disable()
+    assert compile_cache.ENABLE not in os.environ and compile_cache.PATH not in os.environ
 
 
 def test_compile_cache_report_separates_compilation_from_the_step():

@@ -5,8 +5,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from zoo.cli import exit_process  # noqa: E402  (importing zoo quiets MindSpore's log: GLOG_v=3)
-from zoo.bench.command import main  # noqa: E402
+from zoo.cli import exit_process, main as zoo_main  # noqa: E402  (importing zoo quiets MindSpore's log: GLOG_v=3)
+
+
+def main(argv=None) -> int:
+    """``zoo bench ARGV``."""
+    return zoo_main(["bench"] + list(sys.argv[1:] if argv is None else argv))
+
 
 if __name__ == "__main__":
-    exit_process(main(sys.argv[1:]))
+    exit_process(main())

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 from zoo.cli_common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, error, exit_process, positive_int  # noqa: F401  (re-exported)
+from zoo.cli_common import check_output_file, parse_size as _parse_size  # noqa: F401  (re-exported)
 from zoo.errors import ZooError
 
 _positive_int = positive_int
@@ -93,32 +93,6 @@ def cmd_convert(args) -> int:
     print(f"converted {args.src} ({loaded.layout} layout) -> {args.dst} "
           f"({names}, {n} tensors) in {time.perf_counter() - t0:.1f}s")
     return EXIT_OK
-
-
-def _parse_size(s):
-    """``--input-size``: 224, 224x224 or 3x224x224 (an argparse type: a bad value is a usage error)."""
-    if s is None:
-        return None
-    try:
-        parts = [int(p) for p in s.lower().replace("x", ",").split(",") if p.strip()]
-    except ValueError:
-        parts = []
-    if parts and all(p >= 1 for p in parts) and len(parts) in (1, 2, 3):
-        return {1: lambda: (3, parts[0], parts[0]), 2: lambda: (3, *parts), 3: lambda: tuple(parts)}[len(parts)]()
-    raise argparse.ArgumentTypeError(f"bad --input-size {s!r}; use 224, 224x224 or 3x224x224")
-
-
-def check_output_file(path: str) -> None:
-    """A file the command will write at the end: its folder must exist and be writable (checked first)."""
-    from zoo.errors import WriteError
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise WriteError(f"{path}: is a folder; give a file name")
-    if not os.path.isdir(folder):
-        raise WriteError(f"{path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise WriteError(f"{path}: the folder {folder} is not writable")
 
 
 def _parity_run(names, input_size=None, small=False, grads=True, modes=("pynative", "graph"), out=sys.stdout):

@@ -45,3 +45,29 @@ def positive_int(s):
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
     return v
+
+
+def parse_size(s):
+    """``--input-size``: 224, 224x224 or 3x224x224 (an argparse type: a bad value is a usage error)."""
+    if s is None:
+        return None
+    try:
+        parts = [int(p) for p in s.lower().replace("x", ",").split(",") if p.strip()]
+    except ValueError:
+        parts = []
+    if parts and all(p >= 1 for p in parts) and len(parts) in (1, 2, 3):
+        return {1: lambda: (3, parts[0], parts[0]), 2: lambda: (3, *parts), 3: lambda: tuple(parts)}[len(parts)]()
+    raise argparse.ArgumentTypeError(f"bad --input-size {s!r}; use 224, 224x224 or 3x224x224")
+
+
+def check_output_file(path: str) -> None:
+    """A file the command will write at the end: its folder must exist and be writable (checked first)."""
+    from zoo.errors import WriteError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise WriteError(f"{path}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise WriteError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise WriteError(f"{path}: the folder {folder} is not writable")

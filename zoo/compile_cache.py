@@ -75,9 +75,9 @@ def train_cache_root(run_dir: str) -> Optional[str]:
 
 
 def usable() -> bool:
-    """Whether MindSpore's cache can work in this process: it hashes the main script, so a process started with
-    ``python -c`` (pytest-xdist's workers), an interactive interpreter or an embedding one has none, and every
-    GRAPH compilation with the cache on would fail there (FileNotFoundError on '-c')."""
+    """Whether MindSpore's cache can work in this process: it hashes the main script, so a process started from a
+    command string (as pytest-xdist's workers are), an interactive interpreter or an embedding one has none, and
+    every GRAPH compilation with the cache on would fail there (FileNotFoundError on '-c')."""
     main = sys.argv[0] if sys.argv else ""
     return bool(main) and os.path.isfile(main)
 

@@ -43,7 +43,7 @@ def _csv_list(allowed):
 def add_parser(sub) -> None:
     from zoo.bench.layers import LAYERS
     from zoo.bench.speed import FRAMEWORKS, MODES
-    from zoo.cli import _parse_size, _positive_int
+    from zoo.cli_common import parse_size as _parse_size, positive_int as _positive_int
 
     s = sub.add_parser("bench", help="measure the speed of both twins side by side (img/s, MS/PT ratio, compile)",
                        description=DESCRIPTION, epilog="Exit status: 0 done, 1 a model failed to run (the others are "
@@ -86,7 +86,7 @@ def _command_line(argv) -> str:
 def _check_args(args):
     from zoo import registry
     from zoo.bench.speed import BenchError
-    from zoo.cli import check_output_file
+    from zoo.cli_common import check_output_file
 
     if args.warmup < 0:
         raise BenchError(f"--warmup must be 0 or more, got {args.warmup}")
@@ -206,16 +206,3 @@ def cmd_bench(args) -> int:
         print(f"zoo bench: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv=None) -> int:
-    """``tools/bench.py``: the same as ``zoo bench``."""
-    from zoo.cli import main as zoo_main
-
-    return zoo_main(["bench"] + list(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    from zoo.cli import exit_process
-
-    exit_process(main())
