@@ -27,6 +27,24 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def zoo_main(capsys):
+    """Run ``zoo ARGS`` through the CLI's own entry point in this process (no second interpreter and framework
+    start-up, ~3 s each); returns a CompletedProcess like ``cli``. For what a process adds (the exit path,
+    tracebacks, signals) use ``cli``."""
+    def run(*args):
+        from zoo.cli import main
+
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as stop:  # argparse's usage errors
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["zoo", *args], code, out.out, out.err)
+    return run
+
+
 # --- helpers the test files share (``from conftest import to_np, ...``) ----------------------------------
 
 def to_np(t):

@@ -34,7 +34,8 @@ def test_list(cli):
     assert r.returncode == 2 and "unknown family" in r.stderr
 
 
-def test_convert_success_and_refusals(cli, tmp_path):
+def test_convert_success_and_refusals(zoo_main, tmp_path):
+    cli = zoo_main
     model = zoo.create_model(MODEL, "pt")
     src = tmp_path / "ta.pth.tar"
     torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "epoch": 1}, src)
@@ -57,7 +58,8 @@ def test_convert_success_and_refusals(cli, tmp_path):
     assert not (tmp_path / "y.ckpt").exists()
 
 
-def test_parity_command(cli, tmp_path):
+def test_parity_command(zoo_main, tmp_path):
+    cli = zoo_main
     out = tmp_path / "r.json"
     r = cli("parity", MODEL, "--json", str(out))
     assert r.returncode == 0, r.stdout + r.stderr

@@ -415,12 +415,14 @@ def test_smoke_recipe_trains_on_pytorch(tmp_path):
     data = make_image_folder(str(tmp_path / "data"), classes=cfg.num_classes, per_class=4, size=cfg.image_resize)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", SMOKE, "--data_dir", data,
                         "--ckpt_save_dir", str(tmp_path / "out"), "--epoch_size", "1", "--framework", "pt"],
-                       capture_output=True, text=True, timeout=900, env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT))
+                       capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "6 steps per epoch" in r.stdout and "finished:" in r.stdout and os.path.isfile(tmp_path / "out" / "last.pth")
 
 
-def test_recipe_adamw_training_parity(cli):
+def test_recipe_adamw_training_parity(zoo_main):
+    cli = zoo_main
     """The command docs/training.md shows: the recipe's AdamW (decay on every parameter, sigma/alpha included),
     warmup and label smoothing, on mixed batches, agree on both frameworks."""
     _needs("gmm_vit_32")

@@ -95,9 +95,10 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
-def _parity_run(names, input_size=None, small=False, grads=True, modes=("pynative", "graph"), out=sys.stdout):
+def _parity_run(names, input_size=None, small=False, grads=True, modes=("pynative", "graph"), out=None):
     from zoo import parity, registry
 
+    out = out or sys.stdout  # the stream of the call (a default bound at import would outlive a redirection)
     results = []
     for i, n in enumerate(names, 1):
         e = registry.get(n)
@@ -109,9 +110,10 @@ def _parity_run(names, input_size=None, small=False, grads=True, modes=("pynativ
     return results
 
 
-def _features_run(names, input_size=None, small=False, modes=("pynative", "graph"), out=sys.stdout):
+def _features_run(names, input_size=None, small=False, modes=("pynative", "graph"), out=None):
     from zoo import parity, registry
 
+    out = out or sys.stdout
     results = []
     for i, n in enumerate(names, 1):
         e = registry.get(n)
