@@ -38,6 +38,8 @@ def test_pytorch_training_same_batches_as_mindspore(data, tmp_path):
     for fw in ("pt", "ms"):
         outs[fw] = str(tmp_path / fw)
         extra = ["--framework", fw, "--record_samples", "true", "--epoch_size", "1"]
+        if fw == "ms":  # the MindSpore run is here for its samples: no validation (its eval graph compiles in ~5 s)
+            extra += ["--val_while_train", "false"]
         r = train("--data_dir", data, "--ckpt_save_dir", outs[fw], *extra)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "PyTorch" in open(os.path.join(outs["pt"], "rank0.log")).read()
@@ -114,11 +116,11 @@ def test_training_parity(opt):
     three steps within what the architecture's discontinuous channel-pool maxes let float32 keep."""
     from zoo.train.parity import format_table, train_parity
 
-    one = train_parity(MODEL, 1, opt)
-    three = train_parity(MODEL, 3, opt)
-    print("\n" + format_table([one, three]))
-    assert one.error is None and three.error is None, (one.error, three.error)
-    assert one.loss_rel < 1e-6 and one.update_median < 1e-4, one
+    three = train_parity(MODEL, 3, opt, also_after=(1,))  # one run, measured after its first step too
+    print("\n" + format_table([three]), three.after)
+    assert three.error is None, three.error
+    one = three.after[1]
+    assert one["steps"] == 1 and one["loss_rel"] < 1e-6 and one["update_median"] < 1e-4, one
     assert three.loss_rel < 1e-3 and three.update_median < 5e-2, three
 
 

@@ -46,6 +46,8 @@ class TrainParityResult:
     terms_ms: List[dict] = field(default_factory=list)  # distillation: each step's loss terms
     terms_pt: List[dict] = field(default_factory=list)
     term_rel: Dict[str, float] = field(default_factory=dict)  # worst |ms - pt| / |pt| over steps, per term
+    # the same measures after an earlier step (``also_after``): step -> {loss_rel, update_rel, update_median, ...}
+    after: Dict[int, dict] = field(default_factory=dict)
     seconds: float = 0.0
     error: Optional[str] = None
 
@@ -70,8 +72,11 @@ def _teacher_file(teacher: str, num_classes: int, size, seed: int, folder: str) 
 
 def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optional[str] = None,
                  input_size: Optional[Sequence[int]] = None, batch: int = 4, seed: int = 0,
-                 mode: int = 0, teacher: Optional[str] = None) -> TrainParityResult:
+                 mode: int = 0, teacher: Optional[str] = None, also_after: Sequence[int] = ()) -> TrainParityResult:
     """Run ``steps`` steps of ``opt`` (a key of OPTIMIZERS, or the recipe's when ``recipe`` is given).
+
+    ``also_after``: steps after which the losses so far and the updates so far are measured too (``res.after``),
+    e.g. ``(1,)`` for the first step alone without a second run.
 
     ``teacher``: distil from this model (generic weights, one file for both frameworks) with the reference's
     AT + KD settings (``DISTILL``); each step's loss terms are compared too."""
@@ -130,23 +135,13 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
             if teacher:
                 res.terms_pt.append(dict(pt_b.loss_terms()))
                 res.terms_ms.append(dict(ms_b.loss_terms()))
+            if s + 1 in also_after and s + 1 < steps:
+                res.after[s + 1] = _compare(res, pt_b, ms_b, sp, start)
         for k in (res.terms_pt[0] if res.terms_pt else {}):
             res.term_rel[k] = max(abs(m[k] - p[k]) / max(abs(p[k]), 1e-30) for m, p in zip(res.terms_ms, res.terms_pt))
-        lp, lm = np.array(res.losses_pt), np.array(res.losses_ms)
-        res.loss_rel = float(np.max(np.abs(lm - lp) / np.maximum(np.abs(lp), 1e-12)))
-        end_pt = core.pt_state(pt_b.model)
-        end_ms = core.from_ms(core.ms_params(ms_b.net), sp)
-        rels: Dict[str, float] = {}
-        for k, p in pt_b.model.named_parameters():
-            d_pt = end_pt[k].astype(np.float64) - start[k]
-            d_ms = end_ms[k].astype(np.float64) - start[k]
-            n = np.linalg.norm(d_pt)
-            if n > 0:
-                rels[k] = float(np.linalg.norm(d_ms - d_pt) / n)
-        if not rels:
-            raise ValueError("no parameter changed in PyTorch (a learning rate of 0 at every step?)")
-        res.update_worst, res.update_rel = max(rels.items(), key=lambda kv: kv[1])
-        res.update_median = float(np.median(list(rels.values())))
+        final = _compare(res, pt_b, ms_b, sp, start)
+        res.loss_rel, res.update_rel, res.update_median = final["loss_rel"], final["update_rel"], final["update_median"]
+        res.update_worst = final["update_worst"]
         ms.set_context(mode=ms.PYNATIVE_MODE)
     except Exception as err:
         res.error = f"{type(err).__name__}: {err}"
@@ -154,6 +149,29 @@ def train_parity(name: str, steps: int = 5, opt: str = "momentum", recipe: Optio
         tmp.cleanup()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _compare(res: TrainParityResult, pt_b, ms_b, sp, start: dict) -> dict:
+    """The losses so far (worst relative difference) and what training changed so far in each parameter,
+    MindSpore against PyTorch (relative to PyTorch's change)."""
+    from zoo.convert import core
+
+    lp, lm = np.array(res.losses_pt), np.array(res.losses_ms)
+    out = dict(steps=len(lp), loss_rel=float(np.max(np.abs(lm - lp) / np.maximum(np.abs(lp), 1e-12))))
+    end_pt = core.pt_state(pt_b.model)
+    end_ms = core.from_ms(core.ms_params(ms_b.net), sp)
+    rels: Dict[str, float] = {}
+    for k, p in pt_b.model.named_parameters():
+        d_pt = end_pt[k].astype(np.float64) - start[k]
+        d_ms = end_ms[k].astype(np.float64) - start[k]
+        n = np.linalg.norm(d_pt)
+        if n > 0:
+            rels[k] = float(np.linalg.norm(d_ms - d_pt) / n)
+    if not rels:
+        raise ValueError("no parameter changed in PyTorch (a learning rate of 0 at every step?)")
+    out["update_worst"], out["update_rel"] = max(rels.items(), key=lambda kv: kv[1])
+    out["update_median"] = float(np.median(list(rels.values())))
+    return out
 
 
 def _recipe_mixer(cfg):
