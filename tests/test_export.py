@@ -10,8 +10,15 @@ from zoo import registry
 from zoo.errors import ExportError
 
 
+# HaloNets have no small test input (every variant runs at 256 px): halonet26t, whose halo attention starts at
+# stage 3, exports and checks in 10 s where halonet_h1 (attention from the first stage) takes 35 s
+CHEAPEST = {"halonet": "halonet26t"}
+
+
 def _small_model(family: str) -> str:
     """The family's model with the smallest test input that needs no extra constructor arguments there."""
+    if family in CHEAPEST:
+        return CHEAPEST[family]
     names = zoo.list_models(family)
 
     def key(n):
