@@ -20,7 +20,7 @@ from zoo.train.config import load_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "tools", "train.py")
 SMOKE = os.path.join(ROOT, "configs", "at", "wrn_16_1_at_smoke.yaml")
-ENV = dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT)
+ENV = dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT, OMP_NUM_THREADS="1")  # two workers share two cores
 
 
 @pytest.fixture(scope="module")

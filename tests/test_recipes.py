@@ -41,7 +41,8 @@ def test_recipe_loads_and_has_a_header(recipe):
 @pytest.mark.parametrize("recipe", [r for r in SMOKE if not r.endswith("triplet_resnet18_cifar_smoke.yaml")],
                          ids=lambda p: os.path.basename(p))
 def test_smoke_recipe_trains(recipe, tmp_path):
-    """(The triplet smoke recipe runs in test_train_ms.py.) A few steps on a small folder dataset."""
+    """(The triplet smoke recipe runs in test_train_ms.py.) A few steps on a small folder dataset. One thread:
+    the suite's two workers share two cores, and oversubscribed OpenMP threads make a step up to 10x slower."""
     from zoo.data.synthetic import make_image_folder
 
     cfg = load_config(recipe)
@@ -56,6 +57,7 @@ def test_smoke_recipe_trains(recipe, tmp_path):
         extra = ["--teacher_ckpt_path", teacher]
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "train.py"), "-c", recipe, "--data_dir", data,
                         "--ckpt_save_dir", str(tmp_path / "out"), "--epoch_size", "1", *extra],
-                       capture_output=True, text=True, timeout=900, env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT))
+                       capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, GLOG_v="3", PYTHONPATH=ROOT, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "finished:" in r.stdout and os.path.isfile(tmp_path / "out" / "last.ckpt")

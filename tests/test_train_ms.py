@@ -55,7 +55,13 @@ def assert_same_weights(a, b):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """4 classes x 16 train images of 32 px (8 steps of 8), 4 x 8 val; one train image is not an image."""
+    """4 classes x 16 train images of 32 px (8 steps of 8), 4 x 8 val; one train image is not an image.
+
+    The runs of this module share one compile cache (ZOO_COMPILE_CACHE): the killed run, the resumes and the
+    second NaN run load the graph an earlier run compiled (the cache's key tells the recipes apart), as a user's
+    reruns do, instead of compiling it again (15 of the 20 s to a first step). Its files are tested in
+    tests/test_bench.py; the cache stays out of the run folders here."""
+    ENV["ZOO_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile_cache"))
     root = make_image_folder(str(tmp_path_factory.mktemp("data")), classes=4, per_class=16, size=32)
     with open(os.path.join(root, "train", "class_1", "0003.png"), "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n not really a png")
