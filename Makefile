@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --durations=15 tests parity_tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 parity_tests tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
