@@ -18,10 +18,11 @@ as the reference computes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
+from zoo.nn import drop_path_rates
 from zoo.registry import ModelEntry, Preprocess, Published, register
 
 NUM_KERNELS = 5  # main.py's --num_kernals default (the model classes' own defaults, 3 or 5, are never used)
@@ -138,6 +139,60 @@ class T2TConfig:
     mlp_ratio: float = 2.0
     qkv_bias: bool = False
     token_dim: int = 64
+
+
+# --- construction plans (both twins build their stages from these) ------------------------------------------
+
+class SwinStageCfg(NamedTuple):
+    """One Swin stage, ``layers.{index}``: ``depth`` blocks at ``dim`` on a ``resolution`` x ``resolution`` grid
+    (shift on odd blocks where the grid is larger than the window), then PatchMerging when ``downsample``."""
+    index: int
+    dim: int
+    resolution: int
+    depth: int
+    heads: int
+    drop_path: Tuple[float, ...]  # per block: linear 0 .. drop_path_rate over all blocks
+    downsample: bool
+    reduction: int  # input pixels per token side at this stage (feature_info)
+
+
+def swin_plan(img_size: int, patch_size: int, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
+              drop_path_rate: float) -> List[SwinStageCfg]:
+    """The stages of ``Swin`` (the reference's ``SwinTransformer``); refuses sizes whose grid cannot halve."""
+    n = len(depths)
+    if img_size % patch_size or (img_size // patch_size) % (2 ** (n - 1)):
+        raise ValueError(f"img_size {img_size} with patch {patch_size}: the token grid must halve {n - 1} times")
+    res, dpr = img_size // patch_size, drop_path_rates(drop_path_rate, sum(depths))
+    return [SwinStageCfg(i, int(embed_dim * 2 ** i), res // 2 ** i, depths[i], num_heads[i],
+                         tuple(dpr[sum(depths[:i]):sum(depths[:i + 1])]), i < n - 1, patch_size * 2 ** i)
+            for i in range(n)]
+
+
+class PiTStageCfg(NamedTuple):
+    """One PiT stage: a Transformer of ``depth`` blocks at ``dim`` on a ``grid`` x ``grid`` token map
+    (``layers.{layer}``), then, when ``pool``, a Pool (``layers.{layer + 1}``: stride-2 depthwise conv, width x2)."""
+    layer: int
+    dim: int
+    grid: int
+    depth: int
+    heads: int
+    pool: bool
+    reduction: int
+
+
+def pit_plan(img_size: int, patch_size: int, dim: int, depth: Sequence[int], heads) -> List[PiTStageCfg]:
+    """The stages of ``PiT``; ``heads`` is one per stage or a single int for all."""
+    heads = tuple(heads) if isinstance(heads, (tuple, list)) else (heads,) * len(depth)
+    if img_size % patch_size:
+        raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+    grid, reduction, layer, plan = img_size // patch_size, patch_size, 0, []
+    for i, (d, h) in enumerate(zip(depth, heads)):
+        pool = i < len(depth) - 1
+        plan.append(PiTStageCfg(layer, dim, grid, d, h, pool, reduction))
+        layer += 2 if pool else 1
+        if pool:  # the Pool's 3x3 stride-2 conv, padding 1
+            grid, reduction, dim = (grid - 3 + 2) // 2 + 1, reduction * 2, dim * 2
+    return plan
 
 
 VIT, SWIN, CAIT, PIT, T2T = ViTConfig(), SwinConfig(), CaiTConfig(), PiTConfig(), T2TConfig()

@@ -117,29 +117,22 @@ class PiT(nn.Cell):
                  heads=(2, 4, 8), dim_head=48, mlp_dim_ratio=2, drop_rate=0.0, drop_path_rate=C.STOCHASTIC_DEPTH,
                  gmm=False, num_kernels=C.NUM_KERNELS):
         super().__init__()
-        heads = heads if isinstance(heads, (tuple, list)) else (heads,) * len(depth)
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        plan = C.pit_plan(img_size, patch_size, dim, depth, heads)
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.to_patch_embedding = L.SequentialCell([L.Conv2d(in_chans, dim, patch_size, patch_size), ToTokens()])
-        grid = img_size // patch_size
-        self.pos_embedding = normal_parameter((1, grid ** 2 + 1, dim), "pos_embedding")
+        self.pos_embedding = normal_parameter((1, plan[0].grid ** 2 + 1, dim), "pos_embedding")
         self.cls_token = normal_parameter((1, 1, dim), "cls_token")
         self.dropout = L.Dropout(drop_rate)
-        layers, self.feature_info, self.stage_index = [], [], []
-        reduction = patch_size
-        for ind, (layer_depth, layer_heads) in enumerate(zip(depth, heads)):
-            layers.append(Transformer(dim, grid, layer_depth, layer_heads, dim_head, dim * mlp_dim_ratio, drop_rate,
-                                      drop_path_rate, gmm, num_kernels))
-            self.stage_index.append(len(layers) - 1)
-            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"layers.{len(layers) - 1}"))
-            if ind < len(depth) - 1:
-                layers.append(Pool(grid, dim))
-                grid = (grid - 3 + 2) // 2 + 1
-                reduction *= 2
-                dim *= 2
+        layers = []
+        for st in plan:
+            layers.append(Transformer(st.dim, st.grid, st.depth, st.heads, dim_head, st.dim * mlp_dim_ratio,
+                                      drop_rate, drop_path_rate, gmm, num_kernels))
+            if st.pool:
+                layers.append(Pool(st.grid, st.dim))
         self.layers = nn.CellList(layers)
-        self.num_features = dim
+        self.stage_index = [st.layer for st in plan]
+        self.feature_info = [dict(num_chs=st.dim, reduction=st.reduction, module=f"layers.{st.layer}") for st in plan]
+        self.num_features = dim = plan[-1].dim
         head = L.Linear(dim, num_classes) if num_classes > 0 else L.Identity()
         self.mlp_head = L.SequentialCell([L.LayerNorm(dim, eps=C.LN_EPS), head])
         xavier_init_(self)

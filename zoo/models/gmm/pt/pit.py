@@ -39,10 +39,6 @@ def init_weights(m):
         nn.init.constant_(m.weight, 1.0)
 
 
-def conv_output_size(size, kernel_size, stride, padding=0):
-    return int(((size - kernel_size + (2 * padding)) / stride) + 1)
-
-
 class ToTokens(nn.Module):
     """(B, C, H, W) -> (B, H*W, C), row-major (einops ``'b c h w -> b (h w) c'``; no parameters)."""
 
@@ -141,28 +137,20 @@ class PiT(nn.Module):
                  heads=(2, 4, 8), dim_head=48, mlp_dim_ratio=2, drop_rate=0.0, drop_path_rate=C.STOCHASTIC_DEPTH,
                  gmm=False, num_kernels=C.NUM_KERNELS):
         super().__init__()
-        heads = heads if isinstance(heads, (tuple, list)) else (heads,) * len(depth)
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        plan = C.pit_plan(img_size, patch_size, dim, depth, heads)
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.to_patch_embedding = nn.Sequential(nn.Conv2d(in_chans, dim, patch_size, patch_size), ToTokens())
-        grid = img_size // patch_size
-        self.pos_embedding = nn.Parameter(torch.randn(1, grid ** 2 + 1, dim))
+        self.pos_embedding = nn.Parameter(torch.randn(1, plan[0].grid ** 2 + 1, dim))
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
         self.dropout = nn.Dropout(drop_rate)
         self.layers = nn.ModuleList([])
-        self.feature_info = []
-        reduction = patch_size
-        for ind, (layer_depth, layer_heads) in enumerate(zip(depth, heads)):
-            self.layers.append(Transformer(dim, grid, layer_depth, layer_heads, dim_head, dim * mlp_dim_ratio,
+        for st in plan:
+            self.layers.append(Transformer(st.dim, st.grid, st.depth, st.heads, dim_head, st.dim * mlp_dim_ratio,
                                            drop_rate, drop_path_rate, gmm, num_kernels))
-            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"layers.{len(self.layers) - 1}"))
-            if ind < len(depth) - 1:
-                self.layers.append(Pool(grid, dim))
-                grid = conv_output_size(grid, 3, 2, 1)
-                reduction *= 2
-                dim *= 2
-        self.num_features = dim
+            if st.pool:
+                self.layers.append(Pool(st.grid, st.dim))
+        self.feature_info = [dict(num_chs=st.dim, reduction=st.reduction, module=f"layers.{st.layer}") for st in plan]
+        self.num_features = dim = plan[-1].dim
         self.mlp_head = nn.Sequential(nn.LayerNorm(dim),
                                       nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity())
         self.apply(init_weights)

@@ -193,30 +193,23 @@ class Swin(nn.Module):
                  num_heads=(3, 6, 12), window_size=4, mlp_ratio=2.0, qkv_bias=True, drop_rate=0.0,
                  drop_path_rate=C.STOCHASTIC_DEPTH, gmm=False, num_kernels=C.NUM_KERNELS):
         super().__init__()
-        if img_size % patch_size or (img_size // patch_size) % (2 ** (len(depths) - 1)):
-            raise ValueError(f"img_size {img_size} with patch {patch_size}: the token grid must halve "
-                             f"{len(depths) - 1} times")
+        plan = C.swin_plan(img_size, patch_size, embed_dim, depths, num_heads, drop_path_rate)
         self.img_size, self.in_chans = img_size, in_chans
         self.num_classes = num_classes
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
-        self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.num_features = plan[-1].dim
         self.mask = base_mask_parameter(window_size ** 2)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         res = self.patch_embed.patches_resolution
         self.absolute_pos_embed = nn.Parameter(torch.zeros(1, res * res, embed_dim))
         _trunc_normal_(self.absolute_pos_embed)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
-        self.layers = nn.ModuleList()
-        self.feature_info = []
-        for i in range(self.num_layers):
-            d0 = sum(depths[:i])
-            self.layers.append(BasicLayer(
-                int(embed_dim * 2 ** i), res // 2 ** i, depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias,
-                drop_rate, dpr[d0:d0 + depths[i]], i < self.num_layers - 1, gmm, num_kernels, self.mask))
-            self.feature_info.append(dict(num_chs=int(embed_dim * 2 ** i), reduction=patch_size * 2 ** i,
-                                          module=f"layers.{i}.blocks.{depths[i] - 1}"))
+        self.layers = nn.ModuleList([BasicLayer(
+            st.dim, st.resolution, st.depth, st.heads, window_size, mlp_ratio, qkv_bias, drop_rate,
+            list(st.drop_path), st.downsample, gmm, num_kernels, self.mask) for st in plan])
+        self.feature_info = [dict(num_chs=st.dim, reduction=st.reduction,
+                                  module=f"layers.{st.index}.blocks.{st.depth - 1}") for st in plan]
         self.norm = nn.LayerNorm(self.num_features)
         self.avgpool = nn.AdaptiveAvgPool1d(1)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -27,6 +27,7 @@ from torch import nn
 from zoo.models.gmm import config as C
 from zoo.models.gmm.tables import sinusoid_table, t2t_grids
 from zoo.models.gmm.pt.common import GaussianMixtureMask, base_mask_parameter
+from zoo.nn import drop_path_rates
 from zoo.nn.pt import DropPath
 
 
@@ -158,7 +159,7 @@ class T2T(nn.Module):
         self.pos_embed = nn.Parameter(torch.from_numpy(sinusoid_table(num_patches, embed_dim)), requires_grad=False)
         self.pos_drop = nn.Dropout(drop_rate)
         self.mask = base_mask_parameter(num_patches)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth, device="cpu")]
+        dpr = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, dpr[i], gmm, num_kernels, self.mask)
             for i in range(depth)])
