@@ -6,7 +6,7 @@ generic random weights, saves a checkpoint exactly as the reference training scr
 it with ``zoo convert`` to a MindSpore ``.ckpt``, loads that into both twins (and the original file
 into the PyTorch twin), and compares every output with the reference model's, in eval mode.
 
-    python tools/check_reference.py triplet --repo /path/to/triplet-attention
+    python tools/check_reference.py triplet --repo /path/to/triplet-attention [--speed]
     python tools/check_reference.py van --repo /path/to/VAN-Classification
     python tools/check_reference.py halonet --repo /path/to/pytorch-image-models [--mindcv /path/to/mindcv]
     python tools/check_reference.py gmm --repo /path/to/Gaussian-Mixture-Mask-Attention --deps /tmp/gmm_ref_deps
@@ -45,6 +45,49 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import zoo  # noqa: E402,F401  (before any MindSpore import: quiets its log, GLOG_v=3)
+
+
+# --speed: the PyTorch twin's inference throughput against the reference's, same weights (issue 15: >= 0.95x)
+SPEED = {"on": False, "repeats": 10, "batch": 8, "rows": []}
+
+
+def _speed(name: str, ref, twin, size: int) -> None:
+    """Time the reference model and the PyTorch twin (both eval, no autograd, same weights) alternately on one
+    batch, as ``zoo bench`` times the twins; record twin / reference throughput."""
+    if not SPEED["on"]:
+        return
+    import statistics
+
+    import torch
+
+    from zoo.bench.speed import pair_ratio, paired_times
+
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((SPEED["batch"], 3, size, size)).astype(np.float32))
+    ref.eval()
+    twin.eval()
+
+    def call(m):
+        def run():
+            with torch.no_grad():
+                return m(x)
+        return run
+
+    times = paired_times({"ref": call(ref), "twin": call(twin)}, SPEED["repeats"], warmup=1)
+    b = SPEED["batch"]
+    SPEED["rows"].append((name, size, b / statistics.median(times["ref"]), b / statistics.median(times["twin"]),
+                          pair_ratio(times["ref"], times["twin"])))
+
+
+def _print_speed() -> None:
+    if not SPEED["rows"]:
+        return
+    import torch
+
+    print(f"\nPyTorch twin vs the reference's code, inference, batch {SPEED['batch']}, {torch.get_num_threads()} "
+          f"threads, {SPEED['repeats']} alternating rounds (ratio: the median of per-round throughput ratios)")
+    print(f"{'model':<24} {'px':>4} {'reference img/s':>16} {'twin img/s':>11} {'twin/ref':>9}")
+    for name, size, r, t, ratio in SPEED["rows"]:
+        print(f"{name:<24} {size:>4} {r:>16.2f} {t:>11.2f} {ratio:>9.2f}")
 
 
 def _load_triplet_reference(repo: str, kernel_size: int):
@@ -121,6 +164,7 @@ def check_triplet(repo: str, names) -> bool:
                 pt = zoo.create_model(name, "pt", checkpoint=path).eval()
                 with torch.no_grad():
                     errs.append(float(np.abs(pt(torch.from_numpy(x)).numpy() - want).max()) / scale)
+            _speed(name, ref, pt, size)
             net = zoo.create_model(name, "ms", checkpoint=dst)
             net.set_train(False)
             for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
@@ -237,7 +281,8 @@ def check_van(repo: str, names, size=None) -> bool:
                 pt = zoo.create_model(name, "pt", checkpoint=path).eval()
                 with torch.no_grad():
                     errs.append(float(np.abs(pt(torch.from_numpy(x)).numpy() - want).max()) / scale)
-                del pt
+            _speed(name, ref, pt, px)
+            del pt
             net = zoo.create_model(name, "ms", checkpoint=dst)
             net.set_train(False)
             for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
@@ -405,6 +450,7 @@ def check_halonet_timm(repo: str, names) -> bool:
             save_file({k: v.contiguous() for k, v in sd.items()}, st)
             _zoo_convert(name, pth, ckpt)
             errs = [_err(_pt_out(zoo.create_model(name, "pt", checkpoint=f), x), want, scale) for f in (pth, st, ckpt)]
+            _speed(name, ref, zoo.create_model(name, "pt", checkpoint=pth), 256)
             errs += [_err(o, want, scale) for o in _ms_outs(zoo.create_model(name, "ms", checkpoint=ckpt), x)]
         ok = all(e <= 1e-4 for e in errs)
         ok_all &= ok
@@ -654,6 +700,8 @@ def check_gmm(repo: str, names) -> bool:
                     pt = zoo.create_model(name, "pt", checkpoint=path).eval()
                     with torch.no_grad():
                         errs.append(float(np.abs(pt(torch.from_numpy(x)).numpy() - want).max()) / scale)
+                    if path == final:
+                        _speed(name, ref, pt, img)
                     del pt
                 net = zoo.create_model(name, "ms", checkpoint=dst)
                 net.set_train(False)
@@ -707,7 +755,13 @@ def main(argv=None) -> int:
                    "`pip install --target DIR einops==0.7.0`), put on the import path for the reference's models")
     p.add_argument("--functional-zoo", help="at: a functional-zoo checkout (its notebooks define the exported "
                    "ImageNet networks; without it those rows are skipped)")
+    p.add_argument("--speed", action="store_true", help="also time the PyTorch twin against the reference's model "
+                   "(inference, the same weights, alternating rounds; not for at)")
+    p.add_argument("--repeats", type=int, default=10, help="--speed: timed rounds (default 10)")
     args = p.parse_args(argv)
+    SPEED.update(on=args.speed, repeats=args.repeats)
+    if args.speed and args.family == "at":
+        p.error("--speed is not available for the at family (its reference is functional code, not modules)")
     if args.deps is not None:
         if not os.path.isdir(args.deps):
             p.error(f"--deps {args.deps}: not a directory")
@@ -733,6 +787,7 @@ def main(argv=None) -> int:
         ok = check_halonet_timm(args.repo, names)
         if not args.no_mindcv:
             ok &= check_halonet_mindcv(args.repo, args.mindcv)
+    _print_speed()
     print("verdict:", "every output within 1e-4 of the reference" if ok else "FAILED")
     return 0 if ok else 1
 
