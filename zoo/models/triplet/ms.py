@@ -36,7 +36,7 @@ def _mean(x, axis: int):
 
 
 def _zpool(x, axis: int):
-    """The max and the mean over ``axis``, concatenated along it (ZPool over another axis than 1)."""
+    """The max and the mean over ``axis``, concatenated along it (``ZPool`` is axis 1; ``_PlaneGate`` uses 2 and 3)."""
     # ops.max returns (values, indices); its gradient goes to the arg-max, as torch.max(x, 1)'s does
     return ops.cat((ops.max(x, axis, keepdims=True)[0], _mean(x, axis)), axis)
 
